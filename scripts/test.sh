@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: creates .venv, starts PostgreSQL and Redis if they
+# are installed but stopped, then runs ruff, mypy and pytest (extra arguments go to pytest).
+#
+#   ./scripts/test.sh              # everything
+#   ./scripts/test.sh -k cache -x  # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/bootstrap.sh all dev
+bash scripts/services.sh
+
+echo "== ruff" >&2
+ruff check .
+ruff format --check .
+echo "== mypy" >&2
+mypy
+echo "== pytest" >&2
+pytest --create-db --cov --cov-report=term "$@"

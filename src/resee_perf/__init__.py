@@ -1,0 +1,8 @@
+"""resee-perf: cache_aside, tag invalidation, a read-your-writes replica router and a
+connection budget for Django services on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class ReseePerfConfig(AppConfig):
+    name = "resee_perf"
+    verbose_name = "resee-perf"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from resee_perf import checks as resee_checks
+
+        checks.register(resee_checks.check_settings)

@@ -1,0 +1,141 @@
+"""The one settings object: ``RESEE_PERF`` in the Django settings, with defaults.
+
+Every option is declared once in :data:`OPTIONS` (default, validator, documentation); the
+system checks in :mod:`resee_perf.checks` and the settings reference in ``docs/`` are both
+checked against it. Values are looked up on every access, never cached at import time, so
+``override_settings(RESEE_PERF={...})`` takes effect at once (as in django-cors-headers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+
+SETTING_NAME = "RESEE_PERF"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of ``RESEE_PERF``: its default, how to validate it, and what it does."""
+
+    default: Any
+    validate: Callable[[Any], bool]
+    expected: str
+    """Completes the sentence "RESEE_PERF['KEY'] should be ..."."""
+    doc: str
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; True as a TTL is a mistake, not a 1.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def non_negative_number(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def positive_number(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def non_empty_str(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def str_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(non_empty_str(item) for item in value)
+
+
+def optional(validate: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return value is None or validate(value)
+
+    return check
+
+
+OPTIONS: dict[str, Option] = {
+    "CACHE_ALIAS": Option(
+        default="default",
+        validate=non_empty_str,
+        expected="the alias of a cache in settings.CACHES",
+        doc="The Django cache that `cache_aside` and tag invalidation use unless told otherwise.",
+    ),
+    "KEY_PREFIX": Option(
+        default="rp",
+        validate=non_empty_str,
+        expected="a non-empty string",
+        doc=(
+            "Namespace for every key resee-perf writes. Change it to drop every entry at once "
+            "(for example when a deploy changes what cached functions return)."
+        ),
+    ),
+    "METRICS_ENABLED": Option(
+        default=True,
+        validate=boolean,
+        expected="True or False",
+        doc="Record Prometheus metrics (needs the `prometheus` extra; a no-op without it).",
+    ),
+}
+
+
+def _user_settings() -> Mapping[str, Any]:
+    value = getattr(django_settings, SETTING_NAME, {})
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured(
+            f"settings.{SETTING_NAME} should be a dict, not {type(value).__name__}."
+        )
+    return value
+
+
+class Settings:
+    """Typed, always-fresh view of ``settings.RESEE_PERF``.
+
+    A value that fails validation raises :class:`ImproperlyConfigured` naming the key; the
+    system checks report the same problem earlier, at ``manage.py check``.
+    """
+
+    def get(self, name: str) -> Any:
+        option = OPTIONS[name]
+        user = _user_settings()
+        if name not in user:
+            return option.default
+        value = user[name]
+        if not option.validate(value):
+            raise ImproperlyConfigured(invalid_message(name, value))
+        return value
+
+    @property
+    def CACHE_ALIAS(self) -> str:
+        return cast(str, self.get("CACHE_ALIAS"))
+
+    @property
+    def KEY_PREFIX(self) -> str:
+        return cast(str, self.get("KEY_PREFIX"))
+
+    @property
+    def METRICS_ENABLED(self) -> bool:
+        return cast(bool, self.get("METRICS_ENABLED"))
+
+
+def invalid_message(name: str, value: Any) -> str:
+    return f"{SETTING_NAME}[{name!r}] should be {OPTIONS[name].expected}, not {value!r}."
+
+
+conf = Settings()

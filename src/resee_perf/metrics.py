@@ -1,0 +1,128 @@
+"""Every Prometheus metric resee-perf exports, defined once, and the hooks that feed them.
+
+The cache, the invalidation and the router never touch prometheus-client themselves: they call
+the ``report_*`` functions below, which are the one place where "what happened" becomes a
+number. prometheus-client is an optional extra (``resee-perf[prometheus]``); without it, or
+with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op.
+
+Names follow the Prometheus conventions (``resee_perf_`` prefix, ``_total`` for counters,
+base units); docs/metrics.md lists them and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from resee_perf.conf import conf
+
+
+class _Metric(Protocol):
+    def labels(self, *labelvalues: str) -> _Metric: ...
+
+
+class _Counter(_Metric, Protocol):
+    def labels(self, *labelvalues: str) -> _Counter: ...
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Histogram(_Metric, Protocol):
+    def labels(self, *labelvalues: str) -> _Histogram: ...
+    def observe(self, amount: float) -> None: ...
+
+
+class _Gauge(_Metric, Protocol):
+    def labels(self, *labelvalues: str) -> _Gauge: ...
+    def set(self, value: float) -> None: ...
+    def inc(self, amount: float = 1) -> None: ...
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class _Noop:
+    """Stands in for every metric when prometheus-client is not installed."""
+
+    def labels(self, *labelvalues: str) -> _Noop:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+try:
+    import prometheus_client
+except ImportError:  # pragma: no cover - exercised in the no-extras tox env
+    prometheus_client = None  # type: ignore[assignment]
+
+# name -> documentation; docs/metrics.md is checked against it.
+DEFINED: dict[str, str] = {}
+
+
+def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> _Counter:
+    # prometheus-client exposes a counter as <name>_total.
+    DEFINED[f"{name}_total"] = documentation
+    if prometheus_client is None:
+        return _Noop()
+    return prometheus_client.Counter(name, documentation, labelnames)
+
+
+def _histogram(
+    name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+) -> _Histogram:
+    DEFINED[name] = documentation
+    if prometheus_client is None:
+        return _Noop()
+    return prometheus_client.Histogram(name, documentation, labelnames, buckets=buckets)
+
+
+def _gauge(name: str, documentation: str, labelnames: Sequence[str]) -> _Gauge:
+    DEFINED[name] = documentation
+    if prometheus_client is None:
+        return _Noop()
+    return prometheus_client.Gauge(name, documentation, labelnames)
+
+
+# Process-wide by design: prometheus-client registers each metric once per process in its
+# default registry, which is what the exporter scrapes.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+CACHE_REQUESTS = _counter(
+    "resee_perf_cache_requests",
+    "Calls of cache_aside functions, by function name and result "
+    "(hit, miss, stale, early, bypass, error).",
+    ["name", "result"],
+)
+CACHE_RECOMPUTE_SECONDS = _histogram(
+    "resee_perf_cache_recompute_seconds",
+    "Time spent running the body of a cache_aside function on a miss or refresh.",
+    ["name"],
+    _LATENCY_BUCKETS,
+)
+DB_ROUTES = _counter(
+    "resee_perf_db_routes",
+    "Routing decisions of StickyReplicaRouter, by chosen alias and reason.",
+    ["alias", "reason"],
+)
+
+
+def report_cache(name: str, result: str) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_REQUESTS.labels(name, result).inc()
+
+
+def report_recompute(name: str, seconds: float) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_RECOMPUTE_SECONDS.labels(name).observe(seconds)
+
+
+def report_route(alias: str, reason: str) -> None:
+    if conf.METRICS_ENABLED:
+        DB_ROUTES.labels(alias, reason).inc()

@@ -1,0 +1,75 @@
+"""Settings for the test suite: the example project on the real PostgreSQL and Redis.
+
+Environment:
+- ``DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/test``): the primary.
+- ``REDIS_URL`` (default ``redis://127.0.0.1:6379/1``): the cache; tests flush this Redis
+  database, so point it at one nothing else uses.
+- ``RESEE_TEST_DB_SUFFIX``: appended to the test database name, so that several test runs
+  can share one PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "rest_framework",
+    "resee_perf",
+    "resee",
+    "content",
+    "review",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+ROOT_URLCONF = "resee.urls"
+
+_suffix = os.environ.get("RESEE_TEST_DB_SUFFIX", "")
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(
+            os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+        ),
+        "TEST": {"NAME": f"test_resee{'_' + _suffix if _suffix else ''}"},
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/1"),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    },
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+}
+
+RESEE_PERF: dict[str, object] = {}

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from resee_perf.checks import check_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ids(messages: list[object]) -> list[str]:
+    return [m.id for m in messages]  # type: ignore[attr-defined]
+
+
+def test_valid_settings_pass() -> None:
+    with override_settings(RESEE_PERF={"KEY_PREFIX": "x", "METRICS_ENABLED": False}):
+        assert check_settings() == []
+
+
+def test_e001_not_a_dict() -> None:
+    with override_settings(RESEE_PERF="KEY_PREFIX=x"):
+        [error] = check_settings()
+    assert error.id == "resee_perf.E001"
+    assert "should be a dict" in error.msg
+
+
+def test_e002_wrong_type_names_the_setting_and_hints_the_default() -> None:
+    with override_settings(RESEE_PERF={"METRICS_ENABLED": "yes"}):
+        [error] = check_settings()
+    assert error.id == "resee_perf.E002"
+    assert error.msg == "RESEE_PERF['METRICS_ENABLED'] should be True or False, not 'yes'."
+    assert error.hint is not None
+    assert "Default: True" in error.hint
+
+
+def test_e003_unknown_key_suggests_the_close_one() -> None:
+    with override_settings(RESEE_PERF={"KEY_PERFIX": "x"}):
+        [error] = check_settings()
+    assert error.id == "resee_perf.E003"
+    assert error.hint == "Did you mean 'KEY_PREFIX'?"
+
+
+def test_e003_unknown_key_without_a_close_match_lists_known_keys() -> None:
+    with override_settings(RESEE_PERF={"ZZZ": 1}):
+        [error] = check_settings()
+    assert error.hint is not None
+    assert "KEY_PREFIX" in error.hint
+
+
+def test_e004_cache_alias_must_exist() -> None:
+    with override_settings(RESEE_PERF={"CACHE_ALIAS": "nope"}):
+        [error] = check_settings()
+    assert error.id == "resee_perf.E004"
+    assert "'nope'" in error.msg
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with override_settings(RESEE_PERF={"KEY_PREFIX": 1, "METRICS_ENABLED": 0, "X": 1}):
+        assert sorted(ids(check_settings())) == [
+            "resee_perf.E002",
+            "resee_perf.E002",
+            "resee_perf.E003",
+        ]
+
+
+def test_checks_are_registered_with_django() -> None:
+    with override_settings(RESEE_PERF={"KEY_PREFIX": ""}), pytest.raises(SystemCheckError):
+        call_command("check")
+
+
+def test_manage_py_check_fails_on_a_bad_setting() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_bad"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "example_project")])
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "resee_perf.E002" in result.stderr
+    assert "RESEE_PERF['KEY_PREFIX'] should be a non-empty string, not 42." in result.stderr
+    assert "resee_perf.E003" in result.stderr
