@@ -49,6 +49,9 @@ DATABASES = {
         "TEST": {"NAME": f"test_resee{'_' + _suffix if _suffix else ''}"},
     }
 }
+# The same test database under a second alias (its own connection, its own transactions): for
+# behaviour that must follow the `using` of a write, such as after-commit invalidation.
+DATABASES["other"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
 CACHES = {
     "default": {

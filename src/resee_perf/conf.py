@@ -92,6 +92,16 @@ OPTIONS: dict[str, Option] = {
         expected="True or False",
         doc="Record Prometheus metrics (needs the `prometheus` extra; a no-op without it).",
     ),
+    "TAG_TIMEOUT": Option(
+        default=7 * 24 * 3600,
+        validate=optional(positive_int),
+        expected="a positive number of seconds or None",
+        doc=(
+            "Seconds a tag's generation key lives in the cache (`None`: until evicted). A "
+            "generation that expires only turns the entries under it into misses; keep it "
+            "longer than your longest `ttl + stale_ttl` so that this never happens to live entries."
+        ),
+    ),
 }
 
 
@@ -132,6 +142,10 @@ class Settings:
     @property
     def METRICS_ENABLED(self) -> bool:
         return cast(bool, self.get("METRICS_ENABLED"))
+
+    @property
+    def TAG_TIMEOUT(self) -> int | None:
+        return cast("int | None", self.get("TAG_TIMEOUT"))
 
 
 def invalid_message(name: str, value: Any) -> str:

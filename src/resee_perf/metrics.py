@@ -106,6 +106,12 @@ CACHE_RECOMPUTE_SECONDS = _histogram(
     ["name"],
     _LATENCY_BUCKETS,
 )
+INVALIDATIONS = _counter(
+    "resee_perf_invalidations",
+    "Tags invalidated (generation bumps), by cache alias and result (ok, error). An error "
+    "leaves the entries under the tag valid until they expire.",
+    ["cache", "result"],
+)
 DB_ROUTES = _counter(
     "resee_perf_db_routes",
     "Routing decisions of StickyReplicaRouter, by chosen alias and reason.",
@@ -121,6 +127,11 @@ def report_cache(name: str, result: str) -> None:
 def report_recompute(name: str, seconds: float) -> None:
     if conf.METRICS_ENABLED:
         CACHE_RECOMPUTE_SECONDS.labels(name).observe(seconds)
+
+
+def report_invalidation(cache: str, result: str, tags: int) -> None:
+    if conf.METRICS_ENABLED:
+        INVALIDATIONS.labels(cache, result).inc(tags)
 
 
 def report_route(alias: str, reason: str) -> None:
