@@ -13,6 +13,8 @@ class ReseePerfConfig(AppConfig):
         from resee_perf import checks as resee_checks
 
         checks.register(resee_checks.check_settings)
+        checks.register(resee_checks.check_connections)
+        checks.register(resee_checks.check_connection_budget, deploy=True)
         checks.register(resee_checks.check_invalidation_caches, checks.Tags.caches)
         checks.register(
             resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from resee_perf._deployment import Deployment
 
 SETTING_NAME = "RESEE_PERF"
 
@@ -77,6 +80,17 @@ OPTIONS: dict[str, Option] = {
         expected="the alias of a cache in settings.CACHES",
         doc="The Django cache that `cache_aside` and tag invalidation use unless told otherwise.",
     ),
+    "DEPLOYMENT": Option(
+        default=None,
+        validate=optional(lambda value: isinstance(value, Mapping)),
+        expected="a dict of deployment numbers (see docs/connections.md) or None",
+        doc=(
+            "What runs against the databases: web workers and threads, Celery, other clients, "
+            "headroom, each server's max_connections. Read by the connection budget "
+            "(`manage.py connection_budget`, `check --deploy`); its keys are checked by "
+            "`resee_perf.E030`."
+        ),
+    ),
     "KEY_PREFIX": Option(
         default="rp",
         validate=non_empty_str,
@@ -134,6 +148,14 @@ class Settings:
     @property
     def CACHE_ALIAS(self) -> str:
         return cast(str, self.get("CACHE_ALIAS"))
+
+    @property
+    def DEPLOYMENT(self) -> Deployment | None:
+        # Imported here: the deployment module validates with the helpers above.
+        from resee_perf._deployment import Deployment
+
+        value = self.get("DEPLOYMENT")
+        return None if value is None else Deployment.from_setting(value)
 
     @property
     def KEY_PREFIX(self) -> str:
