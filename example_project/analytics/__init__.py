@@ -1,0 +1,1 @@
+"""Learning statistics: the aggregate-heavy read that caching is measured on."""

@@ -1,0 +1,1 @@
+"""What users learn: categories and their own contents."""

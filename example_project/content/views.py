@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from rest_framework import generics, viewsets
+from rest_framework.serializers import BaseSerializer
+
+from content.models import Category, Content
+from content.serializers import CategorySerializer, ContentSerializer
+from resee.users import authenticated_user
+from review import ladder
+from review.models import ReviewSchedule
+
+
+class CategoryListView(generics.ListAPIView[Category]):
+    """Every category, for a client to pick one; few enough not to paginate."""
+
+    queryset = Category.objects.all()
+    serializer_class = CategorySerializer
+    pagination_class = None
+
+
+class ContentViewSet(viewsets.ModelViewSet[Content]):
+    """The user's own contents; another user's are not found."""
+
+    serializer_class = ContentSerializer
+
+    def get_queryset(self) -> QuerySet[Content]:
+        user = authenticated_user(self.request)
+        return Content.objects.filter(author=user).select_related("category")
+
+    def perform_create(self, serializer: BaseSerializer[Content]) -> None:
+        user = authenticated_user(self.request)
+        with transaction.atomic():
+            content = serializer.save(author=user)
+            ReviewSchedule.objects.create(
+                user=user,
+                content=content,
+                interval_index=ladder.FIRST_STEP,
+                next_review_date=ladder.first_review_date(timezone.localdate()),
+            )

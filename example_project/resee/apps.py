@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ReseeConfig(AppConfig):
+    name = "resee"
+    verbose_name = "Resee"

@@ -1,0 +1,1 @@
+"""Spaced repetition: each user's review schedule and history."""

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from review.views import CompleteView, TodayView
+
+urlpatterns = [
+    path("review/today/", TodayView.as_view(), name="review-today"),
+    path("review/complete/<int:schedule_id>/", CompleteView.as_view(), name="review-complete"),
+]
