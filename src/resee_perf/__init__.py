@@ -3,8 +3,16 @@ connection budget for Django services on PostgreSQL and Redis."""
 
 from __future__ import annotations
 
+from resee_perf.cache import UncacheableValue, cache_aside
 from resee_perf.invalidation import invalidate_objects, invalidate_on, invalidate_tags
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "invalidate_objects", "invalidate_on", "invalidate_tags"]
+__all__ = [
+    "UncacheableValue",
+    "__version__",
+    "cache_aside",
+    "invalidate_objects",
+    "invalidate_on",
+    "invalidate_tags",
+]

@@ -80,6 +80,41 @@ OPTIONS: dict[str, Option] = {
         expected="the alias of a cache in settings.CACHES",
         doc="The Django cache that `cache_aside` and tag invalidation use unless told otherwise.",
     ),
+    "CACHE_BACKGROUND_REFRESH": Option(
+        default=True,
+        validate=boolean,
+        expected="True or False",
+        doc=(
+            "Run the refresh of a stale (`stale_ttl`) or early-expired (`beta`) entry in a "
+            "background thread (a task for async functions), so the caller that triggers it "
+            "gets the current value at once. False: that caller recomputes inline."
+        ),
+    ),
+    "CACHE_BREAKER_COOLDOWN": Option(
+        default=5.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "Seconds `cache_aside` calls functions directly, without trying the cache, once "
+            "the circuit breaker has opened; then one call tries the cache again."
+        ),
+    ),
+    "CACHE_BREAKER_THRESHOLD": Option(
+        default=3,
+        validate=positive_int,
+        expected="a positive integer",
+        doc="Consecutive cache failures (per alias and process) that open the circuit breaker.",
+    ),
+    "CACHE_LOCK_TIMEOUT": Option(
+        default=10.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "Default `lock_timeout` of `cache_aside`: how long a recompute may hold its key's "
+            "lock (and callers wait for it) before another caller may take over. Keep it above "
+            "your slowest body."
+        ),
+    ),
     "DEPLOYMENT": Option(
         default=None,
         validate=optional(lambda value: isinstance(value, Mapping)),
@@ -148,6 +183,22 @@ class Settings:
     @property
     def CACHE_ALIAS(self) -> str:
         return cast(str, self.get("CACHE_ALIAS"))
+
+    @property
+    def CACHE_BACKGROUND_REFRESH(self) -> bool:
+        return cast(bool, self.get("CACHE_BACKGROUND_REFRESH"))
+
+    @property
+    def CACHE_BREAKER_COOLDOWN(self) -> float:
+        return cast(float, self.get("CACHE_BREAKER_COOLDOWN"))
+
+    @property
+    def CACHE_BREAKER_THRESHOLD(self) -> int:
+        return cast(int, self.get("CACHE_BREAKER_THRESHOLD"))
+
+    @property
+    def CACHE_LOCK_TIMEOUT(self) -> float:
+        return cast(float, self.get("CACHE_LOCK_TIMEOUT"))
 
     @property
     def DEPLOYMENT(self) -> Deployment | None:

@@ -97,7 +97,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 CACHE_REQUESTS = _counter(
     "resee_perf_cache_requests",
     "Calls of cache_aside functions, by function name and result "
-    "(hit, miss, stale, early, bypass, error).",
+    "(hit, stale, early, wait, miss, bypass, error).",
     ["name", "result"],
 )
 CACHE_RECOMPUTE_SECONDS = _histogram(
@@ -105,6 +105,24 @@ CACHE_RECOMPUTE_SECONDS = _histogram(
     "Time spent running the body of a cache_aside function on a miss or refresh.",
     ["name"],
     _LATENCY_BUCKETS,
+)
+CACHE_LOCK_WAIT_SECONDS = _histogram(
+    "resee_perf_cache_lock_wait_seconds",
+    "Time a cache_aside caller waited for another caller's recompute of the same key.",
+    ["name"],
+    _LATENCY_BUCKETS,
+)
+CACHE_REFRESH_FAILURES = _counter(
+    "resee_perf_cache_refresh_failures",
+    "Background refreshes of stale or early-expired entries whose body raised; the old entry "
+    "is served until it expires.",
+    ["name"],
+)
+CACHE_BREAKER_OPEN = _gauge(
+    "resee_perf_cache_breaker_open",
+    "1 while the circuit breaker of a cache alias is open (cache_aside calls functions "
+    "directly), else 0.",
+    ["cache"],
 )
 INVALIDATIONS = _counter(
     "resee_perf_invalidations",
@@ -119,14 +137,38 @@ DB_ROUTES = _counter(
 )
 
 
+# Called on every cache hit: keep the labelled children instead of asking prometheus-client
+# (a lock and a dict) each time. Bounded like the labels: functions x results.
+_cache_request_children: dict[tuple[str, str], _Counter] = {}
+
+
 def report_cache(name: str, result: str) -> None:
     if conf.METRICS_ENABLED:
-        CACHE_REQUESTS.labels(name, result).inc()
+        child = _cache_request_children.get((name, result))
+        if child is None:
+            child = CACHE_REQUESTS.labels(name, result)
+            _cache_request_children[(name, result)] = child
+        child.inc()
 
 
 def report_recompute(name: str, seconds: float) -> None:
     if conf.METRICS_ENABLED:
         CACHE_RECOMPUTE_SECONDS.labels(name).observe(seconds)
+
+
+def report_lock_wait(name: str, seconds: float) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_LOCK_WAIT_SECONDS.labels(name).observe(seconds)
+
+
+def report_refresh_failure(name: str) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_REFRESH_FAILURES.labels(name).inc()
+
+
+def report_breaker(cache: str, *, is_open: bool) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_BREAKER_OPEN.labels(cache).set(1 if is_open else 0)
 
 
 def report_invalidation(cache: str, result: str, tags: int) -> None:

@@ -1,0 +1,164 @@
+"""How :mod:`resee_perf.cache` talks to a Django cache: one interface, two implementations.
+
+- :class:`RedisStore` for django-redis and Django's own ``RedisCache``: the native redis-py
+  client gives what Django's cache API cannot, an atomic lock (``SET NX PX`` with a token,
+  released by a compare-and-delete script) and raw ``MGET`` reads of the entry and its tag
+  generations in one round trip.
+- :class:`DjangoStore` for every other backend (locmem, database, memcached): ``get_many`` and
+  ``add``, with the weaker guarantees the docs describe.
+
+Both turn any backend failure into :class:`Unavailable` after telling the alias's circuit
+breaker, so the caller can fall back to calling the function.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.core.cache import BaseCache, caches
+
+from resee_perf._breaker import CircuitBreaker, breaker_for
+from resee_perf.invalidation import _redis_client
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+T = TypeVar("T")
+
+# Deletes the lock only if it still holds our token: a holder that outlived lock_timeout must
+# not delete the lock a later caller acquired (https://redis.io/docs/latest/commands/set/).
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Unavailable(Exception):
+    """The cache failed (down, slow, refused); the breaker has been told."""
+
+
+class Store:
+    """Entry and lock operations on one Django cache. Keys are logical (before make_key)."""
+
+    def __init__(self, alias: str, cache: BaseCache) -> None:
+        self.alias = alias
+        self.cache = cache
+        self.breaker: CircuitBreaker = breaker_for(alias)
+
+    def guarded(self, operation: Callable[[], T]) -> T:
+        """Run a cache operation, reporting its outcome to the breaker."""
+        try:
+            result = operation()
+        except Exception as error:
+            # Django's cache API promises no exception types (pymemcache, redis-py and
+            # database backends each raise their own), so anything a cache call raises is a
+            # cache failure; our own code is outside this call.
+            self.breaker.record_failure(error)
+            raise Unavailable(str(error)) from error
+        self.breaker.record_success()
+        return result
+
+    def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
+        """The raw entry (None when missing) and each tag's generation, in one round trip."""
+        raise NotImplementedError
+
+    def write(self, key: str, blob: bytes, timeout: float) -> None:
+        raise NotImplementedError
+
+    def acquire(self, key: str, token: str, timeout: float) -> bool:
+        raise NotImplementedError
+
+    def release(self, key: str, token: str) -> None:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> bool:
+        return self.guarded(lambda: bool(self.cache.delete(key)))
+
+
+def _generation(value: Any) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, bytes):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+class RedisStore(Store):
+    def __init__(self, alias: str, cache: BaseCache, client: Redis) -> None:
+        super().__init__(alias, cache)
+        # The primary's client (the one tag bumps go to), also for reads: a hit read from a
+        # lagging replica could miss the bump that the writer's next request must see.
+        self._client = client
+
+    def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
+        make_key = self.cache.make_key
+        keys = [make_key(key), *(make_key(tag) for tag in tag_keys)]
+        values = self.guarded(lambda: self._client.mget(keys))
+        return values[0], [_generation(value) for value in values[1:]]
+
+    def write(self, key: str, blob: bytes, timeout: float) -> None:
+        full_key = self.cache.make_key(key)
+        self.guarded(lambda: self._client.set(full_key, blob, px=max(1, int(timeout * 1000))))
+
+    def acquire(self, key: str, token: str, timeout: float) -> bool:
+        full_key = self.cache.make_key(key)
+        px = max(1, int(timeout * 1000))
+        return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
+
+    def release(self, key: str, token: str) -> None:
+        full_key = self.cache.make_key(key)
+        self.guarded(lambda: self._client.eval(_RELEASE_SCRIPT, 1, full_key, token))
+
+
+class DjangoStore(Store):
+    def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
+        found = self.guarded(lambda: self.cache.get_many([key, *tag_keys]))
+        return found.get(key), [_generation(found.get(tag)) for tag in tag_keys]
+
+    def write(self, key: str, blob: bytes, timeout: float) -> None:
+        self.guarded(lambda: self.cache.set(key, blob, timeout))
+
+    def acquire(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self.guarded(lambda: self.cache.add(key, token, timeout)))
+
+    def release(self, key: str, token: str) -> None:
+        # Not atomic: between the get and the delete the lock may expire and be taken by
+        # another caller, whose lock we then delete. Only a holder that overran lock_timeout
+        # can hit this; the cost is one extra recompute. Redis backends use the script above.
+        def compare_and_delete() -> None:
+            if self.cache.get(key) == token:
+                self.cache.delete(key)
+
+        self.guarded(compare_and_delete)
+
+
+# Per thread, like Django's own cache objects (caches[alias] is per thread too); dropped when
+# settings.CACHES changes (tests), see forget_stores().
+_local = threading.local()
+_epoch = 0
+
+
+def store_for(alias: str) -> Store:
+    stores: dict[str, Store] | None = getattr(_local, "stores", None)
+    if stores is None or _local.epoch != _epoch:
+        stores = _local.stores = {}
+        _local.epoch = _epoch
+    store = stores.get(alias)
+    if store is None:
+        cache = caches[alias]
+        client = _redis_client(cache)
+        store = DjangoStore(alias, cache) if client is None else RedisStore(alias, cache, client)
+        stores[alias] = store
+    return store
+
+
+def forget_stores() -> None:
+    global _epoch
+    _epoch += 1

@@ -1,0 +1,1047 @@
+"""``cache_aside``: a read-through cache decorator that recomputes each key once.
+
+What a call does (docs/cache.md explains the choices for users):
+
+1. Read the entry and the generations of its tags in one round trip (one MGET on Redis). The
+   entry holds the value, the generations its tags had before the value was computed, the
+   time the body took (``delta``) and the logical expiry.
+2. Valid entry (every generation unchanged), before expiry: a hit, unless XFetch (Vattani,
+   Chierichetti, Lowenstein, "Optimal Probabilistic Cache Stampede Prevention", VLDB 2015)
+   draws an early refresh: ``now - delta * beta * ln(rand()) >= expiry``. The refresh takes the
+   key's lock without waiting and runs in a background thread while this caller gets the
+   current value; callers that find the lock taken get the current value too.
+3. Valid entry past its expiry but inside ``stale_ttl``: served stale while exactly one caller
+   (the lock holder) refreshes it, the same way.
+4. Otherwise a miss: one caller takes the lock (``SET NX PX`` with a random token), reads the
+   tag generations, runs the body and stores the entry; the others poll until it is there.
+   A holder that dies or overruns ``lock_timeout`` loses the lock when it expires.
+
+Any failure of the cache (down, slow past its socket timeout, garbage) makes the call run the
+body directly; a circuit breaker (:mod:`resee_perf._breaker`) then skips the cache for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import inspect
+import logging
+import math
+import os
+import pickle
+import random
+import re
+import secrets
+import string
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast, overload
+
+from asgiref.sync import markcoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db import connections
+from django.http import HttpResponseBase, StreamingHttpResponse
+from django.template.response import SimpleTemplateResponse
+
+from resee_perf import metrics
+from resee_perf._breaker import reset_breakers
+from resee_perf._store import Store, Unavailable, forget_stores, store_for
+from resee_perf.conf import (
+    boolean,
+    conf,
+    non_empty_str,
+    non_negative_int,
+    non_negative_number,
+    optional,
+    positive_number,
+)
+from resee_perf.invalidation import read_generations, tag_key
+
+__all__ = ["BoundCachedFunction", "CachedFunction", "UncacheableValue", "cache_aside"]
+
+logger = logging.getLogger("resee_perf.cache")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class UncacheableValue(TypeError):
+    """A ``cache_aside`` function returned a value that cannot be stored (and read back)."""
+
+
+# --- Keys --------------------------------------------------------------------------------------
+
+# A formatted argument goes into a key verbatim only if it is short printable ASCII without
+# spaces, ':' (our separator, so "a:b" + "c" cannot collide with "a" + "b:c") or '#' (which
+# marks a hashed part, so a value cannot pose as another value's hash). Anything else is
+# replaced by '#' and a digest: keys stay valid for memcached and readable for the common
+# case (ids, slugs, dates).
+_VERBATIM_ARGUMENT = re.compile(r'[!"$-9;-~]{0,64}')
+_VERBATIM_KEY = re.compile(r'[!"$-~]{1,160}')
+_SAFE_PREFIX = re.compile(r'[!"$-~]{0,100}')
+_MAX_BODY = 160
+_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _bounded(body: str) -> str:
+    if len(body) <= _MAX_BODY:
+        return body
+    return f"{body[:100]}#{_digest(body)}"
+
+
+def _safe_argument(text: str) -> str:
+    return text if _VERBATIM_ARGUMENT.fullmatch(text) else f"#{_digest(text)}"
+
+
+def _safe_key(text: str) -> str:
+    if _VERBATIM_KEY.fullmatch(text):
+        return text
+    prefix = _SAFE_PREFIX.match(text)
+    return f"{prefix.group() if prefix else ''}#{_digest(text)}"
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One ``{name.attr[item]!conversion:spec}`` of a template."""
+
+    root: str
+    path: tuple[tuple[bool, int | str], ...]
+    conversion: str | None
+    spec: str
+
+    def text(self, namespace: dict[str, Any]) -> str:
+        value = namespace[self.root]
+        for is_attribute, name in self.path:
+            value = getattr(value, cast(str, name)) if is_attribute else value[name]
+        if type(value) is int and not self.spec and self.conversion is None:
+            return str(value)
+        if self.conversion == "r":
+            value = repr(value)
+        elif self.conversion == "s":
+            value = str(value)
+        elif self.conversion == "a":
+            value = ascii(value)
+        return format(value, self.spec)
+
+
+_FIELD_ROOT = re.compile(r"[^.\[]*")
+_FIELD_STEP = re.compile(r"\.([^.\[]+)|\[([^\]]+)\]")
+
+
+def _field_path(
+    field_name: str, what: str, template: str
+) -> tuple[str, tuple[tuple[bool, int | str], ...]]:
+    """``"request.user.id"`` -> ``("request", ((True, "user"), (True, "id")))``, as str.format
+    reads it (an all-digit index is an int)."""
+    root_match = _FIELD_ROOT.match(field_name)
+    root = root_match.group() if root_match else ""
+    steps: list[tuple[bool, int | str]] = []
+    position = len(root)
+    while position < len(field_name):
+        step = _FIELD_STEP.match(field_name, position)
+        if step is None:
+            raise ImproperlyConfigured(f"{what} {template!r}: cannot read field {field_name!r}.")
+        attribute, item = step.groups()
+        if attribute is not None:
+            steps.append((True, attribute))
+        else:
+            steps.append((False, int(item) if item.isdigit() else item))
+        position = step.end()
+    return root, tuple(steps)
+
+
+class _Template:
+    """A ``str.format`` template over argument names, parsed once at decoration."""
+
+    def __init__(self, template: str, what: str) -> None:
+        self.source = template
+        self.parts: list[str | _Field] = []
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"{what} {template!r} is not a valid template: {error}."
+            ) from error
+        for literal, field_name, spec, conversion in parsed:
+            if literal:
+                self.parts.append(literal)
+            if field_name is None:
+                continue
+            root, path = _field_path(field_name, what, template)
+            if not root or root[0].isdigit():
+                raise ImproperlyConfigured(
+                    f"{what} {template!r} has a positional field {{{field_name}}}: name the "
+                    "argument instead, as in 'user:{user_id}'."
+                )
+            if spec and "{" in spec:
+                raise ImproperlyConfigured(f"{what} {template!r} nests fields in a format spec.")
+            self.parts.append(_Field(root, path, conversion, spec or ""))
+        self.names = frozenset(part.root for part in self.parts if isinstance(part, _Field))
+
+    def render(self, namespace: dict[str, Any], *, for_key: bool) -> str:
+        texts: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                texts.append(part)
+            else:
+                text = part.text(namespace)
+                texts.append(_safe_argument(text) if for_key else text)
+        return "".join(texts)
+
+
+# --- Arguments ---------------------------------------------------------------------------------
+
+_EMPTY = inspect.Parameter.empty
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+_VIEW_CONTEXT = "user_id"
+
+
+class _Arguments:
+    """Finds the values that templates name among a call's arguments.
+
+    In a view (a function or method with a ``request`` parameter), a name that is not a
+    parameter is looked up in the URL kwargs (``**kwargs``), then as ``user_id`` (the
+    authenticated user's pk, None for anonymous), then in the query string (None when absent).
+    """
+
+    def __init__(self, func: Callable[..., Any], names: frozenset[str], where: str) -> None:
+        self.where = where
+        self.signature = inspect.signature(func)
+        parameters = list(self.signature.parameters.values())
+        self.parameters = self.signature.parameters
+        self.names = names
+        self.var_keyword = next(
+            (p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD), None
+        )
+        positional = [p.name for p in parameters if p.kind in _POSITIONAL]
+        self.index = {name: i for i, name in enumerate(positional)}
+        self.is_view = "request" in self.parameters
+        # Positional arguments of the helpers (cache_key, invalidate) skip self/cls and the
+        # request: `TodayView.get.invalidate(user_id=7)`, `Service.today.cache_key(7)`.
+        skipped = {"request"}
+        if positional and positional[0] in {"self", "cls"}:
+            skipped.add(positional[0])
+        self.helper_positional = [name for name in positional if name not in skipped]
+        for name in names:
+            if name not in self.parameters and not (self.var_keyword or self.is_view):
+                raise ImproperlyConfigured(
+                    f"cache_aside on {where}: a template names {name!r}, which is not an "
+                    f"argument of {where}{self.signature}."
+                )
+
+    def request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self.is_view:
+            return None
+        index = self.index.get("request")
+        if index is not None and index < len(args):
+            return args[index]
+        return kwargs.get("request")
+
+    def for_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        namespace: dict[str, Any] = {}
+        for name in self.names:
+            parameter = self.parameters.get(name)
+            if parameter is None:
+                namespace[name] = self._context(name, args, kwargs)
+                continue
+            index = self.index.get(name)
+            if index is not None and index < len(args):
+                namespace[name] = args[index]
+            elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                namespace[name] = args[len(self.index) :]
+            elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                namespace[name] = {k: v for k, v in kwargs.items() if k not in self.parameters}
+            elif name in kwargs and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+                namespace[name] = kwargs[name]
+            elif parameter.default is not _EMPTY:
+                namespace[name] = parameter.default
+            else:
+                # Let Python word the error exactly as the undecorated call would have.
+                self.signature.bind(*args, **kwargs)
+                raise TypeError(f"{self.where}() missing argument {name!r}")
+        return namespace
+
+    def _context(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        request = self.request(args, kwargs)
+        if request is None:
+            raise TypeError(f"{self.where}() got no {name!r}, which its cache key needs")
+        if name == _VIEW_CONTEXT:
+            user = getattr(request, "user", None)
+            return user.pk if user is not None and user.is_authenticated else None
+        return request.GET.get(name)
+
+    def for_helper(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(self.helper_positional):
+            raise TypeError(
+                f"{self.where}.cache_key() takes the arguments its templates name "
+                f"({', '.join(self.helper_positional)}) positionally; got {len(args)}."
+            )
+        given = dict(zip(self.helper_positional, args, strict=False))
+        for name, value in kwargs.items():
+            if name in given:
+                raise TypeError(f"{self.where}.cache_key() got multiple values for {name!r}")
+            given[name] = value
+        namespace: dict[str, Any] = {}
+        for name in self.names:
+            parameter = self.parameters.get(name)
+            if name in given:
+                namespace[name] = given[name]
+            elif parameter is not None and parameter.default is not _EMPTY:
+                namespace[name] = parameter.default
+            elif parameter is not None and parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                namespace[name] = ()
+            elif parameter is not None and parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                namespace[name] = {}
+            elif parameter is None and self.is_view and name != _VIEW_CONTEXT:
+                namespace[name] = None  # a query parameter the request would not have had
+            else:
+                raise TypeError(f"{self.where}.cache_key() needs {name!r} to build the key")
+        return namespace
+
+
+# --- Entries -----------------------------------------------------------------------------------
+
+_MAGIC = b"rp\x01"
+_PLAIN = 0
+_DRF_RESPONSE = 1
+
+
+class _Entry(NamedTuple):
+    expiry: float
+    delta: float
+    generations: tuple[int, ...]
+    kind: int
+    payload: Any
+
+    def value(self) -> Any:
+        if self.kind == _DRF_RESPONSE:
+            from rest_framework.response import Response
+
+            data, status, headers, template_name, content_type = self.payload
+            return Response(
+                data,
+                status=status,
+                headers=dict(headers),
+                template_name=template_name,
+                content_type=content_type,
+            )
+        return self.payload
+
+
+class _Garbage(Exception):
+    """The cache returned something that is not an entry of ours."""
+
+
+def _decode(raw: Any) -> _Entry | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, bytes) or not raw.startswith(_MAGIC):
+        raise _Garbage(f"not an entry: {raw[:16]!r}")
+    try:
+        entry = _Entry(*pickle.loads(memoryview(raw)[len(_MAGIC) :]))
+    except Exception as error:
+        # A class renamed by a deploy lands here too: the entry is recomputed.
+        raise _Garbage(f"undecodable entry: {error!r}") from error
+    if not isinstance(entry.expiry, float) or not isinstance(entry.generations, tuple):
+        raise _Garbage("malformed entry")
+    return entry
+
+
+def _payload(value: Any, where: str) -> tuple[int, Any] | None:
+    """What to store for ``value``; None for a response that must not be cached."""
+    try:
+        from rest_framework.response import Response
+    except ImportError:  # pragma: no cover - DRF is not installed
+        Response = None  # type: ignore[assignment,misc]
+    if Response is not None and isinstance(value, Response):
+        if not 200 <= value.status_code < 300:
+            return None
+        # The renderer and its Content-Type are chosen per request by DRF after the view
+        # returns; store what the view decided, rebuild a fresh Response on each hit.
+        headers = tuple((k, v) for k, v in value.items() if k.lower() != "content-type")
+        return _DRF_RESPONSE, (
+            value.data,
+            value.status_code,
+            headers,
+            value.template_name,
+            value.content_type,
+        )
+    if isinstance(value, HttpResponseBase):
+        if isinstance(value, StreamingHttpResponse):
+            raise UncacheableValue(
+                f"{where} returned a streaming response, which cannot be cached."
+            )
+        if not 200 <= value.status_code < 300:
+            return None
+        if isinstance(value, SimpleTemplateResponse) and not value.is_rendered:
+            value.render()
+        return _PLAIN, value
+    if isinstance(value, Iterator):
+        raise UncacheableValue(
+            f"{where} returned an iterator ({type(value).__name__}), which the cache would "
+            "consume: return a list or a tuple."
+        )
+    return _PLAIN, value
+
+
+def _encode(entry: _Entry, where: str) -> bytes:
+    try:
+        return _MAGIC + pickle.dumps(tuple(entry), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise UncacheableValue(
+            f"{where} returned a {type(entry.payload).__name__} that cannot be cached "
+            f"(pickle: {error}). Return plain data (dicts, lists, str, numbers, dates, "
+            "Decimals, model instances) instead."
+        ) from error
+
+
+# Injected by tests for deterministic expiry and XFetch draws; time.time because expiries are
+# compared across processes and machines.
+_clock: Callable[[], float] = time.time
+_random: Callable[[], float] = random.random
+
+
+def _xfetch_early(now: float, delta: float, beta: float, expiry: float) -> bool:
+    """Vattani et al.'s test; ``1 - random()`` is in (0, 1], so the log is finite."""
+    return now - delta * beta * math.log(1.0 - _random()) >= expiry
+
+
+# --- The call, as a generator driven by a sync or an async driver --------------------------------
+#
+# The cache logic yields what it needs from the outside: run the body, sleep, start a
+# background refresh. One generator serves sync and async functions; each driver does those
+# three things its own way.
+
+
+class _Run:
+    pass
+
+
+_RUN = _Run()
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Spawn:
+    flow: _Flow
+    name: str
+
+
+_Instruction = _Run | _Sleep | _Spawn
+_Flow = Generator[_Instruction, Any, Any]
+
+_FIRST_POLL = 0.005
+_MAX_POLL = 0.05
+
+
+class _Call:
+    """The keys of one call (a plain class: built on every hit, so kept cheap)."""
+
+    __slots__ = ("key", "lock_key", "store", "tag_keys", "tags")
+
+    def __init__(
+        self,
+        key: str,
+        lock_key: str,
+        tags: tuple[str, ...],
+        tag_keys: tuple[str, ...],
+        store: Store,
+    ) -> None:
+        self.key = key
+        self.lock_key = lock_key
+        self.tags = tags
+        self.tag_keys = tag_keys
+        self.store = store
+
+
+class _CacheAside:
+    """Everything ``cache_aside`` knows about one decorated function."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        key: str | Callable[..., str],
+        ttl: float,
+        tags: Iterable[str] | Callable[..., Iterable[str]],
+        beta: float,
+        lock: bool,
+        stale_ttl: float | None,
+        cache: str | None,
+        version: int | str,
+        lock_timeout: float | None,
+        background: bool | None,
+    ) -> None:
+        self.func = func
+        self.name = f"{func.__module__}.{func.__qualname__}"
+        _check_options(
+            self.name, ttl, beta, lock, stale_ttl, cache, version, lock_timeout, background
+        )
+        self.ttl = float(ttl)
+        self.beta = float(beta)
+        self.lock = lock
+        self.stale_ttl = float(stale_ttl or 0)
+        self.alias = cache
+        self.version = str(version)
+        self.lock_timeout = lock_timeout
+        self.background = background
+        names: set[str] = set()
+        self.key_template: _Template | None = None
+        self.key_function: Callable[..., str] | None = None
+        if isinstance(key, str):
+            if not key:
+                raise ImproperlyConfigured(f"cache_aside on {self.name}: key is empty.")
+            self.key_template = _Template(key, "key")
+            names |= self.key_template.names
+        elif callable(key):
+            self.key_function = key
+        else:
+            raise ImproperlyConfigured(
+                f"cache_aside on {self.name}: key should be a template string or a callable, "
+                f"not {key!r}."
+            )
+        self.tag_templates: tuple[_Template, ...] = ()
+        self.tag_function: Callable[..., Iterable[str]] | None = None
+        if isinstance(tags, str):
+            raise ImproperlyConfigured(
+                f"cache_aside on {self.name}: tags should be a list of templates, not the "
+                f"string {tags!r} (write tags=[{tags!r}])."
+            )
+        if callable(tags):
+            self.tag_function = tags
+        else:
+            self.tag_templates = tuple(_Template(tag, "tag") for tag in tags)
+            for template in self.tag_templates:
+                names |= template.names
+        self.arguments = _Arguments(func, frozenset(names), self.name)
+        if cache is not None:
+            _declared_aliases[self.name] = cache
+
+    # Settings are read per call so that override_settings and deploy-time changes apply.
+    def cache_alias(self) -> str:
+        return self.alias if self.alias is not None else conf.CACHE_ALIAS
+
+    def lock_seconds(self) -> float:
+        return self.lock_timeout if self.lock_timeout is not None else conf.CACHE_LOCK_TIMEOUT
+
+    def refresh_in_background(self) -> bool:
+        return conf.CACHE_BACKGROUND_REFRESH if self.background is None else self.background
+
+    def key_and_tags(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, helper: bool
+    ) -> tuple[str, tuple[str, ...]]:
+        namespace: dict[str, Any] = {}
+        if self.arguments.names:
+            arguments = self.arguments
+            namespace = (
+                arguments.for_helper(args, kwargs) if helper else arguments.for_call(args, kwargs)
+            )
+        if self.key_template is not None:
+            body = _bounded(self.key_template.render(namespace, for_key=True))
+        else:
+            body = _bounded(
+                _safe_key(str(cast(Callable[..., str], self.key_function)(*args, **kwargs)))
+            )
+        if self.tag_function is not None:
+            tags = tuple(dict.fromkeys(self.tag_function(*args, **kwargs)))
+        else:
+            tags = tuple(
+                dict.fromkeys(
+                    template.render(namespace, for_key=False) for template in self.tag_templates
+                )
+            )
+        return f"{conf.KEY_PREFIX}:c:{self.version}:{body}", tags
+
+    def prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, helper: bool = False
+    ) -> _Call | None:
+        """The keys of this call, or None when the cache must be skipped."""
+        if not helper and self.arguments.is_view:
+            request = self.arguments.request(args, kwargs)
+            if request is not None and request.method not in _SAFE_METHODS:
+                metrics.report_cache(self.name, "bypass")
+                return None
+        store = store_for(self.cache_alias())
+        if not store.breaker.allow():
+            metrics.report_cache(self.name, "bypass")
+            return None
+        key, tags = self.key_and_tags(args, kwargs, helper=helper)
+        lock_key = key.replace(":c:", ":l:", 1)
+        return _Call(key, lock_key, tags, tuple(tag_key(tag) for tag in tags), store)
+
+    # --- the flows ---
+
+    def flow(self, call: _Call) -> _Flow:
+        store = call.store
+        try:
+            entry = self._read(call)
+        except Unavailable:
+            metrics.report_cache(self.name, "error")
+            return (yield _RUN)
+        except _Garbage:
+            entry = None
+        if entry is not None:
+            now = _clock()
+            if now < entry.expiry:
+                if self.beta and _xfetch_early(now, entry.delta, self.beta, entry.expiry):
+                    return (yield from self._refresh_or_serve(call, entry, "early"))
+                metrics.report_cache(self.name, "hit")
+                return entry.value()
+            if self.stale_ttl and now < entry.expiry + self.stale_ttl:
+                return (yield from self._refresh_or_serve(call, entry, "stale"))
+        if not self.lock:
+            metrics.report_cache(self.name, "miss")
+            return (yield from self.compute(call))
+        lock_timeout = self.lock_seconds()
+        started = time.monotonic()
+        delay = _FIRST_POLL
+        waited = False
+        while True:
+            token = secrets.token_hex(16)
+            try:
+                acquired = store.acquire(call.lock_key, token, lock_timeout)
+            except Unavailable:
+                metrics.report_cache(self.name, "error")
+                return (yield _RUN)
+            if acquired:
+                if waited:
+                    metrics.report_lock_wait(self.name, time.monotonic() - started)
+                return (yield from self._under_lock(call, token, waited))
+            waited = True
+            yield _Sleep(delay)
+            delay = min(delay * 2, _MAX_POLL)
+            try:
+                entry = self._read(call)
+            except Unavailable:
+                metrics.report_cache(self.name, "error")
+                return (yield _RUN)
+            except _Garbage:
+                entry = None
+            if entry is not None and _clock() < entry.expiry + self.stale_ttl:
+                metrics.report_lock_wait(self.name, time.monotonic() - started)
+                metrics.report_cache(self.name, "wait")
+                return entry.value()
+            if time.monotonic() - started >= lock_timeout:
+                # The lock keeps being taken by others that never store (bodies failing or
+                # returning error responses): stop waiting and compute for this caller.
+                logger.warning(
+                    "%s: waited %.1f s for the lock of %s; computing without it",
+                    self.name,
+                    lock_timeout,
+                    call.key,
+                )
+                metrics.report_cache(self.name, "miss")
+                return (yield from self.compute(call))
+
+    def _read(self, call: _Call) -> _Entry | None:
+        raw, generations = call.store.read(call.key, call.tag_keys)
+        try:
+            entry = _decode(raw)
+        except _Garbage as error:
+            logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
+            metrics.report_cache(self.name, "error")
+            raise
+        if entry is None or entry.generations != tuple(generations):
+            return None
+        return entry
+
+    def _refresh_or_serve(self, call: _Call, entry: _Entry, result: str) -> _Flow:
+        """Start (or run) the refresh of a stale or early-expired entry if nobody else is."""
+        token = secrets.token_hex(16)
+        try:
+            acquired = call.store.acquire(call.lock_key, token, self.lock_seconds())
+        except Unavailable:
+            acquired = False
+        if not acquired:
+            metrics.report_cache(self.name, "stale" if result == "stale" else "hit")
+            return entry.value()
+        metrics.report_cache(self.name, result)
+        if self.refresh_in_background():
+            yield _Spawn(self._refreshing(call, token), self.name)
+            return entry.value()
+        return (yield from self._refreshing(call, token))
+
+    def _under_lock(self, call: _Call, token: str, waited: bool) -> _Flow:
+        try:
+            # Check again: the previous holder may have stored the entry between our read and
+            # our SET NX, and computing again would be the double recompute the lock prevents.
+            try:
+                entry = self._read(call)
+            except _Garbage:
+                entry = None
+            if entry is not None and _clock() < entry.expiry:
+                metrics.report_cache(self.name, "wait" if waited else "hit")
+                return entry.value()
+            metrics.report_cache(self.name, "miss")
+            return (yield from self.compute(call))
+        except Unavailable:
+            metrics.report_cache(self.name, "error")
+            return (yield _RUN)
+        finally:
+            self._release(call, token)
+
+    def _refreshing(self, call: _Call, token: str) -> _Flow:
+        try:
+            return (yield from self.compute(call))
+        finally:
+            self._release(call, token)
+
+    def _release(self, call: _Call, token: str) -> None:
+        # If the cache is gone, the lock expires after lock_timeout.
+        with contextlib.suppress(Unavailable):
+            call.store.release(call.lock_key, token)
+
+    def compute(self, call: _Call) -> _Flow:
+        """Run the body and store its value under the tag generations read before it ran."""
+        store = call.store
+        generations: dict[str, int] | None = {}
+        if call.tags:
+            try:
+                # BEFORE the body: a write that commits while the body runs bumps a generation
+                # after this read, so the value stored below is already invalid (the stale-set
+                # race). Reading them after the body would make a stale value look current.
+                generations = store.guarded(lambda: read_generations(store.cache, call.tags))
+            except Unavailable:
+                generations = None
+        started = _clock()
+        value = yield _RUN
+        # The clock of the expiries, so that tests can drive both; a step back is no delta.
+        delta = max(0.0, _clock() - started)
+        metrics.report_recompute(self.name, delta)
+        payload = _payload(value, self.name)
+        if payload is None:
+            return value
+        entry = _Entry(
+            _clock() + self.ttl,
+            delta,
+            tuple(generations[tag] for tag in call.tags) if generations is not None else (),
+            *payload,
+        )
+        blob = _encode(entry, self.name)
+        if generations is not None:
+            with contextlib.suppress(Unavailable):
+                store.write(call.key, blob, self.ttl + self.stale_ttl)
+        return value
+
+
+def _check_options(
+    where: str,
+    ttl: Any,
+    beta: Any,
+    lock: Any,
+    stale_ttl: Any,
+    cache: Any,
+    version: Any,
+    lock_timeout: Any,
+    background: Any,
+) -> None:
+    checks = [
+        (positive_number(ttl), f"ttl should be a positive number of seconds, not {ttl!r}"),
+        (
+            non_negative_number(beta),
+            f"beta should be a number >= 0 (0: no early expiry), not {beta!r}",
+        ),
+        (isinstance(lock, bool), f"lock should be True or False, not {lock!r}"),
+        (
+            optional(non_negative_number)(stale_ttl),
+            f"stale_ttl should be None or a number of seconds >= 0, not {stale_ttl!r}",
+        ),
+        (optional(non_empty_str)(cache), f"cache should be a cache alias, not {cache!r}"),
+        (
+            non_negative_int(version) or (isinstance(version, str) and _VERSION.fullmatch(version)),
+            f"version should be an int >= 0 or a short [A-Za-z0-9_.-] string, not {version!r}",
+        ),
+        (
+            optional(positive_number)(lock_timeout),
+            f"lock_timeout should be None or a positive number of seconds, not {lock_timeout!r}",
+        ),
+        (
+            optional(boolean)(background),
+            f"background should be None, True or False, not {background!r}",
+        ),
+    ]
+    problems = [problem for valid, problem in checks if not valid]
+    if problems:
+        raise ImproperlyConfigured(f"cache_aside on {where}: {'; '.join(problems)}.")
+
+
+# Process-wide by design: the aliases named by decorated functions, for system check E010.
+_declared_aliases: dict[str, str] = {}
+
+
+def declared_aliases() -> dict[str, str]:
+    """Function name -> cache alias, for every decorated function imported so far."""
+    return dict(_declared_aliases)
+
+
+# --- Drivers -----------------------------------------------------------------------------------
+
+
+def _drive(flow: _Flow, body: Callable[[], Any]) -> Any:
+    try:
+        instruction = next(flow)
+        while True:
+            if isinstance(instruction, _Run):
+                try:
+                    value = body()
+                except BaseException as error:
+                    instruction = flow.throw(error)
+                    continue
+                instruction = flow.send(value)
+            elif isinstance(instruction, _Sleep):
+                time.sleep(instruction.seconds)
+                instruction = flow.send(None)
+            else:
+                _spawn_thread(instruction, body)
+                instruction = flow.send(None)
+    except StopIteration as done:
+        return done.value
+    finally:
+        flow.close()
+
+
+async def _drive_async(flow: _Flow, body: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        instruction = next(flow)
+        while True:
+            if isinstance(instruction, _Run):
+                try:
+                    value = await body()
+                except BaseException as error:
+                    instruction = flow.throw(error)
+                    continue
+                instruction = flow.send(value)
+            elif isinstance(instruction, _Sleep):
+                await asyncio.sleep(instruction.seconds)
+                instruction = flow.send(None)
+            else:
+                _spawn_task(instruction, body)
+                instruction = flow.send(None)
+    except StopIteration as done:
+        return done.value
+    finally:
+        flow.close()
+
+
+# Process-wide by design: one small pool per process runs background refreshes, so a burst of
+# keys expiring together queues instead of starting a thread per key. Recreated after fork
+# (a pool inherited from a preloading parent has no threads).
+_REFRESH_WORKERS = 4
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _refresh_executor() -> ThreadPoolExecutor:
+    global _executor, _executor_pid
+    with _executor_lock:
+        if _executor is None or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(
+                _REFRESH_WORKERS, thread_name_prefix="resee-refresh"
+            )
+            _executor_pid = os.getpid()
+        return _executor
+
+
+def _spawn_thread(spawn: _Spawn, body: Callable[[], Any]) -> None:
+    def run() -> None:
+        try:
+            _drive(spawn.flow, body)
+        except Exception:
+            logger.exception("%s: background refresh failed; serving the old entry", spawn.name)
+            metrics.report_refresh_failure(spawn.name)
+        finally:
+            # The body may have opened database connections in this pool thread; nothing
+            # else would ever close them (Django closes connections per request).
+            connections.close_all()
+
+    try:
+        _refresh_executor().submit(run)
+    except RuntimeError:  # interpreter shutting down: refresh inline rather than lose the lock
+        run()
+
+
+def _spawn_task(spawn: _Spawn, body: Callable[[], Awaitable[Any]]) -> None:
+    async def run() -> None:
+        try:
+            await _drive_async(spawn.flow, body)
+        except Exception:
+            logger.exception("%s: background refresh failed; serving the old entry", spawn.name)
+            metrics.report_refresh_failure(spawn.name)
+
+    # Keep a reference: the event loop holds tasks weakly.
+    task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+# --- The public decorator ----------------------------------------------------------------------
+
+
+class BoundCachedFunction(Generic[R_co]):
+    """A cached method looked up on an instance: ``self`` is passed for you."""
+
+    def __init__(self, cached: CachedFunction[..., R_co], instance: object) -> None:
+        self.__self__ = instance
+        self.__func__ = cached
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> R_co:
+        return self.__func__(self.__self__, *args, **kwargs)
+
+    def cache_key(self, /, *args: Any, **kwargs: Any) -> str:
+        return self.__func__.cache_key(*args, self=self.__self__, **kwargs)
+
+    def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
+        return self.__func__.invalidate(*args, self=self.__self__, **kwargs)
+
+    def refresh(self, /, *args: Any, **kwargs: Any) -> R_co:
+        return self.__func__.refresh(self.__self__, *args, **kwargs)
+
+
+class CachedFunction(Generic[P, R_co]):
+    """What ``@cache_aside(...)`` returns: the function, plus ``cache_key``, ``invalidate`` and
+    ``refresh``. On a class it behaves like a method (``self`` is passed)."""
+
+    def __init__(self, aside: _CacheAside) -> None:
+        self._aside = aside
+        self.__wrapped__ = aside.func
+        functools.update_wrapper(self, aside.func)
+        self._is_async = inspect.iscoroutinefunction(aside.func)
+        if self._is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        return self._run(self._aside.flow, args, kwargs)
+
+    def _run(
+        self, flow: Callable[[_Call], _Flow], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> R_co:
+        aside = self._aside
+        call = aside.prepare(args, kwargs)
+        if call is None:
+            return cast(R_co, aside.func(*args, **kwargs))
+        body = functools.partial(aside.func, *args, **kwargs)
+        if self._is_async:
+            return cast(R_co, _drive_async(flow(call), body))
+        return cast(R_co, _drive(flow(call), body))
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None
+    ) -> BoundCachedFunction[R_co]: ...
+    def __get__(
+        self, instance: object | None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, R_co] | BoundCachedFunction[R_co]:
+        if instance is None:
+            return self
+        return BoundCachedFunction(self, instance)
+
+    def cache_key(self, /, *args: Any, **kwargs: Any) -> str:
+        """The key this function uses for these arguments (``self`` and ``request`` skipped;
+        in a view, pass ``user_id=`` and query parameters as keywords)."""
+        key, _tags = self._aside.key_and_tags(args, kwargs, helper=True)
+        return key
+
+    def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
+        """Delete the entry for these arguments (as for :meth:`cache_key`). False if there was
+        none or the cache is unavailable (logged): the entry then expires after its TTL."""
+        aside = self._aside
+        store = store_for(aside.cache_alias())
+        key = self.cache_key(*args, **kwargs)
+        try:
+            return store.delete(key)
+        except Unavailable:
+            logger.error("%s: could not invalidate %s; it expires with its TTL", aside.name, key)
+            return False
+
+    def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Run the function now and store its value, whatever the cache holds. Same arguments
+        as a call; returns the new value."""
+        return self._run(self._aside.compute, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<cache_aside {self._aside.name}>"
+
+
+def cache_aside(
+    key: str | Callable[..., str],
+    ttl: float,
+    *,
+    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+    beta: float = 1.0,
+    lock: bool = True,
+    stale_ttl: float | None = None,
+    cache: str | None = None,
+    version: int | str = 1,
+    lock_timeout: float | None = None,
+    background: bool | None = None,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache a function's return value in a Django cache, recomputing each key once.
+
+    - ``key``: a ``str.format`` template over the function's arguments
+      (``"review:today:{user_id}"``, ``"{request.user.id}"``), or a callable taking the same
+      arguments and returning a string. In a view, templates may also name URL kwargs,
+      ``user_id`` (the authenticated user's pk) and query parameters (``{page}``).
+    - ``ttl``: seconds an entry is fresh.
+    - ``tags``: templates like ``key``, or a callable returning tags; invalidating a tag
+      (:func:`resee_perf.invalidate_tags`) turns every entry under it into a miss.
+    - ``beta``: XFetch early-expiry factor; 0 disables early recomputes.
+    - ``lock``: on a miss, one caller recomputes while the others wait for its value.
+    - ``stale_ttl``: seconds an expired entry may still be served while one caller refreshes.
+    - ``cache``: the cache alias (default ``RESEE_PERF['CACHE_ALIAS']``).
+    - ``version``: part of every key; bump it when the function's return value changes shape.
+    - ``lock_timeout``: seconds a recompute may hold the lock (default
+      ``RESEE_PERF['CACHE_LOCK_TIMEOUT']``).
+    - ``background``: refresh stale and early-expired entries in the background (default
+      ``RESEE_PERF['CACHE_BACKGROUND_REFRESH']``).
+    """
+
+    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        aside = _CacheAside(
+            func,
+            key=key,
+            ttl=ttl,
+            tags=tags,
+            beta=beta,
+            lock=lock,
+            stale_ttl=stale_ttl,
+            cache=cache,
+            version=version,
+            lock_timeout=lock_timeout,
+            background=background,
+        )
+        return CachedFunction(aside)
+
+    return decorate
+
+
+def _forget_state(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"CACHES", "RESEE_PERF"}:
+        reset_breakers()
+        forget_stores()
+
+
+setting_changed.connect(_forget_state)
