@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 source scripts/bootstrap.sh all dev
 bash scripts/services.sh
+# The throwaway max_connections=20 cluster of the connection-budget proof (port 5434).
+bash scripts/pg_small.sh
 
 echo "== ruff" >&2
 ruff check .

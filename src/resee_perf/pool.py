@@ -758,12 +758,16 @@ SELECT current_setting('max_connections')::int,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        current_user
 """
-# backend_type excludes autovacuum, WAL senders and background workers: they have their own
-# slots (autovacuum_max_workers, max_wal_senders, max_worker_processes).
+# Client backends only: autovacuum, WAL senders and background workers have slots of their own
+# (autovacuum_max_workers, max_wal_senders, max_worker_processes). An ordinary role sees
+# backend_type as NULL on other roles' sessions (without pg_read_all_stats), but still their
+# database and role, which background processes do not have.
 _ACTIVITY_SQL = """
 SELECT datname, usename, count(*)
 FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+WHERE pid <> pg_backend_pid()
+  AND (backend_type = 'client backend'
+       OR (backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL))
 GROUP BY datname, usename
 """
 

@@ -1,0 +1,118 @@
+"""``manage.py connection_budget``: the table, the comparison with the servers, --json, and the
+exit status deploy scripts gate on.
+
+tests.settings has two aliases (``default`` and ``other``) on the one PostgreSQL at 5432, so
+every web thread counts twice there. The exit status against a live over-budget server is
+proven in test_pool_live.py (the small cluster).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("connection_budget", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_prints_the_itemised_table_and_the_comparison_offline() -> None:
+    output = run(
+        "--web-workers=2", "--threads=2", "--extra=cron=1", "--headroom=0",
+        "--offline", "--max-connections=20",
+    )  # fmt: skip
+    assert "127.0.0.1:5432 (primary)  default  web" in output
+    assert "other    cron" in output
+    assert "note: Aliases default, other are one server (127.0.0.1:5432)" in output
+    # (2 x 2 threads + 1 cron) x 2 aliases = 10 of 20 - 3 reserved.
+    assert "total needed: 10 connections" in output
+    assert "fits (configured)" in output
+
+
+def test_exits_1_when_a_server_is_over_budget() -> None:
+    with pytest.raises(CommandError, match=r"127\.0\.0\.1:5432 needs 8, can give 7") as raised:
+        run("--web-workers=2", "--threads=2", "--headroom=0", "--offline", "--max-connections=10")
+    assert raised.value.returncode == 1
+
+
+def test_json_for_machines() -> None:
+    with pytest.raises(CommandError):
+        run("--web-workers=2", "--threads=2", "--json", "--offline", "--max-connections=10")
+    out = io.StringIO()
+    call_command(
+        "connection_budget", "--web-workers=1", "--json", "--offline", "--max-connections=100",
+        stdout=out,
+    )  # fmt: skip
+    report = json.loads(out.getvalue())
+    assert report["fits"] is True
+    assert report["budget"]["per_server"] == {"127.0.0.1:5432": 3}  # ceil(2 x 1.2)
+    [server] = report["servers"]
+    assert (server["source"], server["usable"], server["spare"]) == ("configured", 97, 94)
+
+
+def test_asks_the_server_for_its_limits() -> None:
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as connection:
+        row = connection.execute("SHOW max_connections").fetchone()
+    assert row is not None
+    out = io.StringIO()
+    call_command("connection_budget", "--web-workers=1", "--json", stdout=out)
+    [server] = json.loads(out.getvalue())["servers"]
+    assert server["source"] == "live"
+    assert server["max_connections"] == int(row[0])
+    assert server["error"] is None
+
+
+def test_reads_the_deployment_setting_and_the_command_line_wins() -> None:
+    deployment: dict[str, Any] = {
+        "web_workers": 3,
+        "threads_per_worker": 2,
+        "extra_clients": {"exporter": {"processes": 1, "django": False, "aliases": ["default"]}},
+        "headroom": 0,
+        "max_connections": 50,
+    }
+    with override_settings(RESEE_PERF={"DEPLOYMENT": deployment}):
+        assert "total needed: 13 connections" in run("--offline")  # 6 x 2 aliases + 1
+        # 3 x 1 thread x 2 aliases + the exporter + a cron process on both aliases.
+        assert "total needed: 9 connections" in run("--offline", "--threads=1", "--extra=cron=1")
+
+
+def test_bad_numbers_are_command_errors() -> None:
+    with pytest.raises(CommandError, match="web_workers should be a non-negative integer, not -1"):
+        run("--web-workers=-1", "--offline")
+    with pytest.raises(CommandError, match="should be NAME=PROCESSES"):
+        run("--extra=cron", "--offline")
+
+
+def test_strict_exits_2_when_no_server_can_be_asked() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="resee.settings",
+        # Nothing listens on port 1: refused at once.
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/resee",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "connection_budget", "--web-workers=1", "--strict"],
+        cwd=ROOT / "example_project",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "unknown: OperationalError" in result.stdout
+    assert "Capacity unknown for 127.0.0.1:1" in result.stderr
