@@ -19,11 +19,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test import RequestFactory
 from prometheus_client import REGISTRY
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
@@ -197,7 +199,9 @@ def test_keys_are_safe_and_distinct_whatever_the_argument(value: str) -> None:
 
     key = page.cache_key(value, 1)
     assert len(key) <= 200
-    assert key.isascii() and key.isprintable() and " " not in key
+    assert key.isascii()
+    assert key.isprintable()
+    assert " " not in key
     assert key.endswith(":1")
     assert key != page.cache_key(value + "x", 1)
     assert page(value, 1) == value
@@ -222,7 +226,8 @@ def test_long_callable_keys_are_bounded_and_distinct() -> None:
     long_a, long_b = "q" * 1000 + "a", "q" * 1000 + "b"
     assert len(search.cache_key(long_a)) <= 200
     assert search.cache_key(long_a) != search.cache_key(long_b)
-    assert search(long_a) == long_a and search(long_b) == long_b
+    assert search(long_a) == long_a
+    assert search(long_b) == long_b
 
 
 def test_key_prefix_and_version_namespace_every_key(settings: Any) -> None:
@@ -466,8 +471,8 @@ def test_what_views_return_round_trips() -> None:
         "date": datetime.date(2025, 6, 1),
         "when": datetime.datetime(2025, 6, 1, 12, 30, tzinfo=datetime.UTC),
         "amount": decimal.Decimal("12.30"),
-        "items": ReturnList([{"id": 1}], serializer=None),
-        "one": ReturnDict({"id": 2}, serializer=None),
+        "items": ReturnList([{"id": 1}], serializer=serializers.Serializer()),
+        "one": ReturnDict({"id": 2}, serializer=serializers.Serializer()),
         "tuple": (1, "a"),
         "set": {1, 2},
         "bytes": b"\x00\xff",
@@ -484,14 +489,15 @@ def test_what_views_return_round_trips() -> None:
     again = rt()
     assert again == value
     assert again is not value
-    assert type(again["amount"]) is decimal.Decimal and str(again["amount"]) == "12.30"
+    assert type(again["amount"]) is decimal.Decimal
+    assert str(again["amount"]) == "12.30"
     assert again["items"] == [{"id": 1}]
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda: (lambda: 1),
+        lambda: lambda: 1,
         lambda: threading.Lock(),
         lambda: (n for n in range(3)),
         lambda: iter([1, 2]),
@@ -534,7 +540,7 @@ class TodayView(APIView):
 def call_view(method: str, user_pk: int, path: str = "/today/") -> Any:
     factory = APIRequestFactory()
     request = getattr(factory, method)(path)
-    force_authenticate(request, user=SimpleNamespace(pk=user_pk, is_authenticated=True))
+    force_authenticate(request, user=User(pk=user_pk))
     response = TodayView.as_view()(request)
     response.render()
     return response

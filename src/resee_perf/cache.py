@@ -629,7 +629,7 @@ class _CacheAside:
             yield _Sleep(delay)
             delay = min(delay * 2, _MAX_POLL)
             try:
-                entry = self._read(call)
+                entry = self._read(call, report=False)
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield _RUN)
@@ -651,13 +651,14 @@ class _CacheAside:
                 metrics.report_cache(self.name, "miss")
                 return (yield from self.compute(call))
 
-    def _read(self, call: _Call) -> _Entry | None:
+    def _read(self, call: _Call, *, report: bool = True) -> _Entry | None:
         raw, generations = call.store.read(call.key, call.tag_keys)
         try:
             entry = _decode(raw)
         except _Garbage as error:
-            logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
-            metrics.report_cache(self.name, "error")
+            if report:  # once per call, not again by the re-reads of the lock wait
+                logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
+                metrics.report_cache(self.name, "error")
             raise
         if entry is None or entry.generations != tuple(generations):
             return None
@@ -684,7 +685,7 @@ class _CacheAside:
             # Check again: the previous holder may have stored the entry between our read and
             # our SET NX, and computing again would be the double recompute the lock prevents.
             try:
-                entry = self._read(call)
+                entry = self._read(call, report=False)
             except _Garbage:
                 entry = None
             if entry is not None and _clock() < entry.expiry:
@@ -855,9 +856,7 @@ def _refresh_executor() -> ThreadPoolExecutor:
     global _executor, _executor_pid
     with _executor_lock:
         if _executor is None or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(
-                _REFRESH_WORKERS, thread_name_prefix="resee-refresh"
-            )
+            _executor = ThreadPoolExecutor(_REFRESH_WORKERS, thread_name_prefix="resee-refresh")
             _executor_pid = os.getpid()
         return _executor
 
