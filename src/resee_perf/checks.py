@@ -327,6 +327,57 @@ def connection_budget_messages(
     return messages
 
 
+# -- cache_aside: resee_perf.E010-E014 / W010-W014 ---------------------------------------------
+
+# What each Redis backend calls its timeouts in OPTIONS (django-redis, then Django's own).
+_REDIS_TIMEOUT_OPTIONS = {
+    "django_redis.cache.RedisCache": ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
+    "django.core.cache.backends.redis.RedisCache": ("socket_connect_timeout", "socket_timeout"),
+}
+
+
+def check_cache_aside(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E010: a cache_aside function names a cache that settings.CACHES lacks.
+    W010: a Redis cache that cache_aside uses has no socket timeouts."""
+    from resee_perf.cache import declared_aliases
+    from resee_perf.conf import conf
+
+    messages: list[CheckMessage] = []
+    declared = declared_aliases()
+    for name, alias in sorted(declared.items()):
+        if alias not in settings.CACHES:
+            messages.append(
+                Error(
+                    f"cache_aside on {name} uses cache {alias!r}, which is not in settings.CACHES.",
+                    hint=f"Use one of: {', '.join(sorted(settings.CACHES))}.",
+                    id="resee_perf.E010",
+                )
+            )
+    try:
+        aliases = {conf.CACHE_ALIAS, *declared.values()}
+    except ImproperlyConfigured:
+        aliases = set(declared.values())  # E001/E002 report the setting
+    for alias in sorted(aliases & set(settings.CACHES)):
+        config = settings.CACHES[alias]
+        names = _REDIS_TIMEOUT_OPTIONS.get(config.get("BACKEND", ""), ())
+        options = config.get("OPTIONS", {})
+        missing = [name for name in names if options.get(name) is None]
+        if missing:
+            messages.append(
+                Warning(
+                    f"CACHES[{alias!r}] has no {' or '.join(missing)}: when Redis hangs or its "
+                    "host is unreachable, cache_aside calls wait for the operating system's TCP "
+                    "timeout (minutes) before they fall back to the database.",
+                    hint=f"Set OPTIONS {', '.join(f'{n!r}' for n in names)} to a fraction of a "
+                    "second (0.1 to 0.5 on a local network).",
+                    id="resee_perf.W010",
+                )
+            )
+    return messages
+
+
 # -- Tag invalidation: resee_perf.W015-W019 ----------------------------------------------------
 
 
