@@ -330,7 +330,7 @@ def connection_budget_messages(
 # -- cache_aside: resee_perf.E010-E014 / W010-W014 ---------------------------------------------
 
 # What each Redis backend calls its timeouts in OPTIONS (django-redis, then Django's own).
-_REDIS_TIMEOUT_OPTIONS = {
+_REDIS_TIMEOUT_OPTIONS: dict[str, tuple[str, ...]] = {
     "django_redis.cache.RedisCache": ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
     "django.core.cache.backends.redis.RedisCache": ("socket_connect_timeout", "socket_timeout"),
 }
@@ -360,9 +360,9 @@ def check_cache_aside(
     except ImproperlyConfigured:
         aliases = set(declared.values())  # E001/E002 report the setting
     for alias in sorted(aliases & set(settings.CACHES)):
-        config = settings.CACHES[alias]
+        config: Mapping[str, Any] = settings.CACHES[alias]
         names = _REDIS_TIMEOUT_OPTIONS.get(config.get("BACKEND", ""), ())
-        options = config.get("OPTIONS", {})
+        options: Mapping[str, Any] = config.get("OPTIONS", {})
         missing = [name for name in names if options.get(name) is None]
         if missing:
             messages.append(
