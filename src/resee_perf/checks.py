@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import django
 from django.apps import AppConfig
@@ -360,7 +360,7 @@ def check_cache_aside(
     except ImproperlyConfigured:
         aliases = set(declared.values())  # E001/E002 report the setting
     for alias in sorted(aliases & set(settings.CACHES)):
-        config: Mapping[str, Any] = settings.CACHES[alias]
+        config = cast("Mapping[str, Any]", settings.CACHES[alias])
         names = _REDIS_TIMEOUT_OPTIONS.get(config.get("BACKEND", ""), ())
         options: Mapping[str, Any] = config.get("OPTIONS", {})
         missing = [name for name in names if options.get(name) is None]
