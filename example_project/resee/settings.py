@@ -103,6 +103,9 @@ if _redis_url := os.environ.get("REDIS_URL"):
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": _redis_url,
+            # A hung Redis costs a request at most this long before cache_aside falls back
+            # to the database (resee_perf.W010).
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
         }
     }
 else:

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from resee.users import authenticated_user
+from resee_perf import cache_aside
 from review import ladder
 from review.models import ReviewHistory
 from review.queries import due_schedules, schedules_with_content
@@ -17,6 +18,14 @@ from review.serializers import CompleteReviewSerializer, ScheduleSerializer
 class TodayView(APIView):
     """The user's reviews due today (or overdue), in one query."""
 
+    # Writes to the user's schedules, reviews or contents bump these tags (review/invalidation.py,
+    # content/invalidation.py). The TTL bounds the one thing no write announces: the date
+    # changing at midnight.
+    @cache_aside(
+        "review:today:{user_id}",
+        ttl=300,
+        tags=["user:{user_id}:reviews", "user:{user_id}:contents"],
+    )
     def get(self, request: Request) -> Response:
         today = timezone.localdate()
         schedules = list(due_schedules(authenticated_user(request), today))

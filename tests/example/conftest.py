@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,14 @@ MakeContent = Callable[..., Content]
 MakeSchedule = Callable[..., ReviewSchedule]
 MakeReview = Callable[..., ReviewHistory]
 ClientFor = Callable[[User], APIClient]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_namespace(settings: Any) -> None:
+    """The API views are cached (cache_aside) in the shared Redis database; user ids restart
+    with every --create-db, so an entry left by an earlier run could answer for a different
+    user. A fresh KEY_PREFIX per test keeps tests apart without flushing anything."""
+    settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": f"t{uuid.uuid4().hex[:12]}"}
 
 
 @pytest.fixture
