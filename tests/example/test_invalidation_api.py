@@ -4,15 +4,20 @@ each write invalidates the tags of the user it concerns, and only those."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
+from analytics.views import StatsView
 from content.models import Category, Content
+from content.views import ContentViewSet
 from review import ladder
 from review.models import ReviewHistory, ReviewSchedule
+from review.views import TodayView
 from tests.example.conftest import ClientFor, MakeContent, MakeSchedule, MakeUser
 from tests.test_invalidation import bumped, start
 
@@ -138,3 +143,86 @@ def test_another_users_writes_leave_this_users_tags_alone(
 
     assert bumped(before) == set()
     assert Content.objects.get(pk=theirs.content_id).title == "x"
+
+
+# --- the cached endpoints ---------------------------------------------------------------------
+
+
+def hits(name: str) -> float:
+    labels = {"name": name, "result": "hit"}
+    return REGISTRY.get_sample_value("resee_perf_cache_requests_total", labels) or 0.0
+
+
+def entry(cached: Any, **arguments: Any) -> bytes | None:
+    """The raw Redis value of a cache_aside entry: compared, it shows whether it was rewritten."""
+    cache = caches["default"]
+    client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
+    value: bytes | None = client.get(cache.make_key(cached.cache_key(**arguments)))
+    return value
+
+
+TODAY, STATS = "review.views.TodayView.get", "analytics.views.StatsView.get"
+
+
+def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_cached(
+    client_for: ClientFor,
+    user: User,
+    other_user: User,
+    make_schedule: MakeSchedule,
+    django_assert_num_queries: Any,
+) -> None:
+    mine, theirs = client_for(user), client_for(other_user)
+    schedule = make_schedule(user)
+    make_schedule(other_user)
+    pages = {
+        who: (client.get("/api/review/today/").json(), client.get("/api/analytics/stats/").json())
+        for who, client in (("mine", mine), ("theirs", theirs))
+    }
+    assert pages["mine"][0]["count"] == 1
+    assert pages["mine"][1]["total_reviews"] == 0
+    their_entries = (
+        entry(TodayView.get, user_id=other_user.pk),
+        entry(StatsView.get, user_id=other_user.pk),
+    )
+    assert None not in their_entries
+
+    response = mine.post(f"/api/review/complete/{schedule.pk}/", {"result": "remembered"})
+    assert response.status_code == 200
+
+    today, stats = mine.get("/api/review/today/").json(), mine.get("/api/analytics/stats/").json()
+    assert today["count"] == 0  # the schedule moved on to a later day
+    assert stats["total_reviews"] == 1
+    assert stats["remembered"] == 1
+
+    hits_before = hits(TODAY), hits(STATS)
+    with django_assert_num_queries(0):  # served from the cache, not recomputed
+        assert theirs.get("/api/review/today/").json() == pages["theirs"][0]
+        assert theirs.get("/api/analytics/stats/").json() == pages["theirs"][1]
+    assert (hits(TODAY), hits(STATS)) == (hits_before[0] + 1, hits_before[1] + 1)
+    assert (
+        entry(TodayView.get, user_id=other_user.pk),
+        entry(StatsView.get, user_id=other_user.pk),
+    ) == their_entries
+
+
+def test_after_editing_content_the_list_reflects_it_and_others_stay_cached(
+    client_for: ClientFor,
+    user: User,
+    other_user: User,
+    make_content: MakeContent,
+    django_assert_num_queries: Any,
+) -> None:
+    mine, theirs = client_for(user), client_for(other_user)
+    content = make_content(user, title="Before")
+    make_content(other_user, title="Theirs")
+    assert mine.get("/api/content/").json()["results"][0]["title"] == "Before"
+    their_list = theirs.get("/api/content/").json()
+    their_entry = entry(ContentViewSet.list, user_id=other_user.pk, page=None)
+    assert their_entry is not None
+
+    mine.patch(f"/api/content/{content.pk}/", {"title": "After"}, format="json")
+
+    assert mine.get("/api/content/").json()["results"][0]["title"] == "After"
+    with django_assert_num_queries(0):
+        assert theirs.get("/api/content/").json() == their_list
+    assert entry(ContentViewSet.list, user_id=other_user.pk, page=None) == their_entry
