@@ -17,3 +17,7 @@ def _forget_cache_aside_functions_of_the_test() -> Iterator[None]:
     yield
     cache._declared_aliases.clear()
     cache._declared_aliases.update(saved)
+
+
+# The streaming replica's fixtures (replica, replica_control, lagging_replica): tests/replica.py.
+pytest_plugins = ["tests.replica"]

@@ -52,6 +52,24 @@ DATABASES = {
 # The same test database under a second alias (its own connection, its own transactions): for
 # behaviour that must follow the `using` of a write, such as after-commit invalidation.
 DATABASES["other"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+# The streaming replica of scripts/replica.sh (REPLICA_DATABASE_URL). It replays the primary's
+# test database, so the test runner must create none on it: as a MIRROR, it only takes the
+# test database's NAME and keeps its own host and port (BaseDatabaseCreation.set_as_test_mirror).
+# The `replica_db` fixture (tests/replica.py) fails the tests that need it when it is not up.
+DATABASES["replica"] = {
+    **dj_database_url.parse(
+        os.environ.get("REPLICA_DATABASE_URL", "postgres://postgres@127.0.0.1:5433/test")
+    ),
+    "TEST": {"MIRROR": "default"},
+}
+# For the router's load balancing and failover tests: a second alias of the same replica, and
+# one whose server never answers (port 1 is closed).
+DATABASES["replica2"] = {**DATABASES["replica"], "TEST": {"MIRROR": "default"}}
+DATABASES["replica_unreachable"] = {
+    **DATABASES["replica"],
+    "PORT": 1,
+    "TEST": {"MIRROR": "default"},
+}
 
 CACHES = {
     "default": {

@@ -141,6 +141,67 @@ OPTIONS: dict[str, Option] = {
         expected="True or False",
         doc="Record Prometheus metrics (needs the `prometheus` extra; a no-op without it).",
     ),
+    # StickyReplicaRouter and StickyReadsMiddleware (docs/routing.md).
+    "REPLICAS": Option(
+        default=[],
+        validate=str_list,
+        expected="a list of database aliases from settings.DATABASES",
+        doc=(
+            "Database aliases of the read replicas of `default`. `StickyReplicaRouter` spreads "
+            "reads over them; empty: every query goes to `default`."
+        ),
+    ),
+    "REPLICA_CHECK_INTERVAL": Option(
+        default=0.5,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "How often each process reads each replica's replay position and lag (one small "
+            "query per replica per interval, never per request)."
+        ),
+    ),
+    "REPLICA_CHECK_TIMEOUT": Option(
+        default=2.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "Connect and statement timeout of that check. libpq waits at least 2 s to connect, "
+            "so smaller values only shorten the statement timeout."
+        ),
+    ),
+    "REPLICA_MAX_LAG_SECONDS": Option(
+        default=5.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc="A replica whose replay lags the primary by more than this gets no reads.",
+    ),
+    "REPLICA_RETRY_SECONDS": Option(
+        default=5.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "How long a replica that failed its check, or a connection, gets no reads before "
+            "it is checked again."
+        ),
+    ),
+    "STICKY_COOKIE_NAME": Option(
+        default="resee_perf_sticky",
+        validate=non_empty_str,
+        expected="a non-empty string",
+        doc=(
+            "Name of the signed cookie in which `StickyReadsMiddleware` keeps a client's last "
+            "write position."
+        ),
+    ),
+    "STICKY_SECONDS": Option(
+        default=15.0,
+        validate=non_negative_number,
+        expected="a non-negative number of seconds",
+        doc=(
+            "After a write, the client reads from the primary for this long when the write "
+            "position is unknown (a database other than PostgreSQL); also the life of the cookie."
+        ),
+    ),
     "TAG_TIMEOUT": Option(
         default=7 * 24 * 3600,
         validate=optional(positive_int),
@@ -215,6 +276,34 @@ class Settings:
     @property
     def METRICS_ENABLED(self) -> bool:
         return cast(bool, self.get("METRICS_ENABLED"))
+
+    @property
+    def REPLICAS(self) -> list[str]:
+        return list(self.get("REPLICAS"))
+
+    @property
+    def REPLICA_CHECK_INTERVAL(self) -> float:
+        return float(self.get("REPLICA_CHECK_INTERVAL"))
+
+    @property
+    def REPLICA_CHECK_TIMEOUT(self) -> float:
+        return float(self.get("REPLICA_CHECK_TIMEOUT"))
+
+    @property
+    def REPLICA_MAX_LAG_SECONDS(self) -> float:
+        return float(self.get("REPLICA_MAX_LAG_SECONDS"))
+
+    @property
+    def REPLICA_RETRY_SECONDS(self) -> float:
+        return float(self.get("REPLICA_RETRY_SECONDS"))
+
+    @property
+    def STICKY_COOKIE_NAME(self) -> str:
+        return cast(str, self.get("STICKY_COOKIE_NAME"))
+
+    @property
+    def STICKY_SECONDS(self) -> float:
+        return float(self.get("STICKY_SECONDS"))
 
     @property
     def TAG_TIMEOUT(self) -> int | None:

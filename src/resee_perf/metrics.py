@@ -135,6 +135,16 @@ DB_ROUTES = _counter(
     "Routing decisions of StickyReplicaRouter, by chosen alias and reason.",
     ["alias", "reason"],
 )
+REPLICA_UP = _gauge(
+    "resee_perf_replica_up",
+    "1 while a replica is reachable and in recovery at its last check, else 0.",
+    ["alias"],
+)
+REPLICA_LAG_SECONDS = _gauge(
+    "resee_perf_replica_lag_seconds",
+    "Replay lag of a replica at its last check (0 when it has replayed all it received).",
+    ["alias"],
+)
 
 
 # Called on every cache hit: keep the labelled children instead of asking prometheus-client
@@ -176,6 +186,21 @@ def report_invalidation(cache: str, result: str, tags: int) -> None:
         INVALIDATIONS.labels(cache, result).inc(tags)
 
 
+# Called on every routed query, like report_cache on every hit: bounded by aliases x reasons.
+_route_children: dict[tuple[str, str], _Counter] = {}
+
+
 def report_route(alias: str, reason: str) -> None:
     if conf.METRICS_ENABLED:
-        DB_ROUTES.labels(alias, reason).inc()
+        child = _route_children.get((alias, reason))
+        if child is None:
+            child = DB_ROUTES.labels(alias, reason)
+            _route_children[(alias, reason)] = child
+        child.inc()
+
+
+def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
+    if conf.METRICS_ENABLED:
+        REPLICA_UP.labels(alias).set(1 if up else 0)
+        if lag is not None:
+            REPLICA_LAG_SECONDS.labels(alias).set(lag)

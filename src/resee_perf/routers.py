@@ -1,0 +1,287 @@
+"""StickyReplicaRouter: reads on replicas, writes on the primary, and read-your-writes.
+
+Three rules decide where a read goes (docs/routing.md has the why of each):
+
+1. Within one request or task (a *routing scope*), every read after the first write goes to
+   the primary, and so does every read inside ``transaction.atomic`` on the primary or inside
+   :func:`use_primary`.
+2. Across requests, a client that wrote reads from a replica only once that replica has
+   replayed the client's write: :class:`~resee_perf.middleware.StickyReadsMiddleware` keeps the
+   primary's WAL position after the write in a signed cookie and opens each request's scope
+   with it. Where the position is unknown (not PostgreSQL), the client reads from the primary
+   for ``STICKY_SECONDS`` instead.
+3. A replica that is down or lags more than ``REPLICA_MAX_LAG_SECONDS`` gets no reads; with no
+   usable replica every read goes to the primary.
+
+The scope lives in a :class:`contextvars.ContextVar`: each thread, each asyncio task and each
+request (the middleware opens one per request) has its own, and ``sync_to_async`` carries it
+into the thread that runs the ORM for an async view.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import Model
+
+from resee_perf import _replicas
+from resee_perf.conf import conf
+from resee_perf.metrics import report_route
+
+__all__ = [
+    "StickyReplicaRouter",
+    "WritePosition",
+    "note_write",
+    "routing_scope",
+    "use_primary",
+]
+
+PRIMARY = DEFAULT_DB_ALIAS
+"""The primary is ``default``; ``REPLICAS`` name its replicas."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WritePosition:
+    """A write a reader must see: the primary's WAL position once it had committed (None where
+    unknown) and when it happened (``time.time()``)."""
+
+    lsn: int | None
+    written_at: float
+
+
+class RoutingScope:
+    """The routing state of one request or task."""
+
+    __slots__ = ("after", "choice", "wrote_at")
+
+    def __init__(self, after: WritePosition | None = None) -> None:
+        self.after = after
+        """The client's last write, from an earlier request: replicas must have replayed it."""
+        self.wrote_at: float | None = None
+        """When this scope first wrote; from then on it reads from the primary."""
+        self.choice: str | None = None
+        """The alias this scope reads from, once chosen: one replica per scope, so that a
+        request never sees data go back in time between two replicas."""
+
+    @property
+    def wrote(self) -> bool:
+        return self.wrote_at is not None
+
+
+_scope: ContextVar[RoutingScope | None] = ContextVar("resee_perf_routing_scope", default=None)
+_forced: ContextVar[bool] = ContextVar("resee_perf_use_primary", default=False)
+
+
+def current_scope() -> RoutingScope:
+    """The scope of the running request or task.
+
+    Outside any scope (a management command, a thread of your own) one is created for the
+    current context, so a thread that wrote keeps reading from the primary; wrap each task of
+    a long-lived worker in :func:`routing_scope` so that this ends with the task.
+    """
+    scope = _scope.get()
+    if scope is None:
+        scope = RoutingScope()
+        _scope.set(scope)
+    return scope
+
+
+@contextmanager
+def routing_scope(after: WritePosition | None = None) -> Iterator[RoutingScope]:
+    """A fresh routing state for one request or task (the middleware opens one per request).
+
+    ``after``: a write the reads in this scope must see (from the client's cookie).
+    """
+    token = _scope.set(RoutingScope(after))
+    try:
+        scope = _scope.get()
+        assert scope is not None
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+class _UsePrimary:
+    def __init__(self) -> None:
+        self._tokens: list[Token[bool]] = []
+
+    def __enter__(self) -> None:
+        self._tokens.append(_forced.set(True))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _forced.reset(self._tokens.pop())
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        return _decorate(func)
+
+
+def _decorate(func: Callable[P, R]) -> Callable[P, R]:
+    # A fresh context manager per call: one shared instance would interleave the tokens of
+    # concurrent calls.
+    if inspect.iscoroutinefunction(func):
+        async_func: Callable[P, Awaitable[Any]] = func
+
+        @functools.wraps(func)
+        async def async_inner(*args: P.args, **kwargs: P.kwargs) -> Any:
+            with _UsePrimary():
+                return await async_func(*args, **kwargs)
+
+        return async_inner  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _UsePrimary():
+            return func(*args, **kwargs)
+
+    return inner
+
+
+@overload
+def use_primary() -> _UsePrimary: ...
+@overload
+def use_primary(func: Callable[P, R]) -> Callable[P, R]: ...
+def use_primary(func: Callable[P, R] | None = None) -> _UsePrimary | Callable[P, R]:
+    """Send every read to the primary: ``with use_primary(): ...``, or as a decorator of a
+    function or coroutine function (``@use_primary`` or ``@use_primary()``).
+
+    For code that must see the very latest data, or that writes outside the ORM (raw SQL on
+    the primary is invisible to the router).
+    """
+    if func is None:
+        return _UsePrimary()
+    return _decorate(func)
+
+
+def _usable(status: _replicas.ReplicaStatus) -> bool:
+    return status.up and (status.lag is None or status.lag <= conf.REPLICA_MAX_LAG_SECONDS)
+
+
+def _has_replayed(status: _replicas.ReplicaStatus, after: WritePosition | None) -> bool:
+    if after is None:
+        return True
+    if after.lsn is not None and status.replay_lsn is not None:
+        return status.replay_lsn >= after.lsn
+    return time.time() >= after.written_at + conf.STICKY_SECONDS
+
+
+# The generation of the replica's failures when this thread's Django connection to it opened:
+# a connection older than the last failure may be broken (the replica restarted), so it is
+# closed and opened afresh rather than used.
+_GENERATION_ATTR = "_resee_perf_replica_generation"
+
+
+def _connected(alias: str) -> bool:
+    connection = connections[alias]
+    generation = _replicas.generation(alias)
+    if connection.connection is not None:
+        if getattr(connection, _GENERATION_ATTR, generation) == generation:
+            return True
+        with suppress(DatabaseError):
+            connection.close()
+    try:
+        connection.ensure_connection()
+    except DatabaseError:
+        _replicas.mark_down(alias)
+        return False
+    setattr(connection, _GENERATION_ATTR, generation)
+    return True
+
+
+def _choose_replica(scope: RoutingScope, replicas: list[str]) -> tuple[str, str]:
+    statuses = {alias: _replicas.status(alias) for alias in replicas}
+    usable = [alias for alias, status in statuses.items() if _usable(status)]
+    if not usable:
+        return PRIMARY, "no_replica"
+    caught_up = [alias for alias in usable if _has_replayed(statuses[alias], scope.after)]
+    if not caught_up:
+        # Stay on the primary for the rest of the scope: a replica that catches up halfway
+        # through a request may still lack what the primary has already shown it.
+        scope.choice = PRIMARY
+        return PRIMARY, "catching_up"
+    random.shuffle(caught_up)
+    for alias in caught_up:
+        if _connected(alias):
+            scope.choice = alias
+            return alias, "replica"
+    return PRIMARY, "no_replica"
+
+
+def choose_read_alias() -> tuple[str, str]:
+    """Where the next read goes, and why (the ``reason`` label of the routing metric)."""
+    if _forced.get():
+        return PRIMARY, "forced"
+    scope = current_scope()
+    if scope.wrote_at is not None:
+        return PRIMARY, "pinned"
+    replicas = conf.REPLICAS
+    if not replicas:
+        return PRIMARY, "no_replica"
+    # Django routes each query on its own, so without this a read inside atomic() on the
+    # primary would go to a replica that cannot see the transaction's uncommitted writes.
+    if connections[PRIMARY].in_atomic_block:
+        return PRIMARY, "atomic"
+    choice = scope.choice
+    if choice == PRIMARY:
+        return PRIMARY, "catching_up"
+    if choice is not None:
+        if choice in replicas and _usable(_replicas.status(choice)):
+            return choice, "replica"
+        scope.choice = None
+    return _choose_replica(scope, replicas)
+
+
+def note_write() -> None:
+    """Record a write the router did not see (raw SQL on the primary): the rest of the scope
+    reads from the primary, and the middleware makes the client's next requests wait for it."""
+    scope = current_scope()
+    if scope.wrote_at is None:
+        scope.wrote_at = time.time()
+
+
+class StickyReplicaRouter:
+    """``DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]``, with
+    ``RESEE_PERF["REPLICAS"]`` naming the replicas of ``default`` and
+    :class:`~resee_perf.middleware.StickyReadsMiddleware` in ``MIDDLEWARE``."""
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str:
+        alias, reason = choose_read_alias()
+        report_route(alias, reason)
+        return alias
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str:
+        note_write()
+        report_route(PRIMARY, "write")
+        return PRIMARY
+
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
+        # Replicas hold the primary's rows, so objects read from any of them may be related.
+        aliases = {PRIMARY, *conf.REPLICAS}
+        if obj1._state.db in aliases and obj2._state.db in aliases:
+            return True
+        return None
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        # Replicas replay the primary's migrations; None elsewhere lets other routers decide.
+        if db in conf.REPLICAS:
+            return False
+        return None

@@ -1,0 +1,188 @@
+"""Fixtures for tests that run against the real streaming replica of ``scripts/replica.sh``
+(loaded as a plugin by tests/conftest.py).
+
+The replica is shared by every test run on the machine, so tests take a file lock: shared
+while they only read from it, exclusive while they inject lag or stop it. Each fixture that
+changes the replica restores it in its finalizer, and waits until it has caught up again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+
+from resee_perf import _replicas
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "replica.sh"
+ALIAS = "replica"
+LOCK_PATH = Path("/tmp/resee-perf-replica-5433.lock")
+LAG_SECONDS = 2.0
+
+ROUTER = "resee_perf.routers.StickyReplicaRouter"
+MIDDLEWARE = "resee_perf.middleware.StickyReadsMiddleware"
+
+
+def run_script(*args: str) -> None:
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/replica.sh {' '.join(args)} failed:\n{result.stderr}")
+
+
+def _query(alias: str, sql: str) -> Any:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+def primary_lsn() -> int:
+    return _replicas.parse_lsn(_query("default", "SELECT pg_current_wal_insert_lsn()::text"))
+
+
+def replay_lsn() -> int:
+    return _replicas.parse_lsn(_query(ALIAS, "SELECT pg_last_wal_replay_lsn()::text"))
+
+
+def wait_caught_up(timeout: float = 30) -> None:
+    """Until the replica has replayed everything the primary had written when called."""
+    target = primary_lsn()
+    deadline = time.monotonic() + timeout
+    while replay_lsn() < target:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the replica did not catch up within {timeout} s")
+        time.sleep(0.02)
+
+
+class Replica:
+    """The replica's controls, for tests."""
+
+    alias = ALIAS
+
+    def lag(self, seconds: float) -> None:
+        run_script("lag", str(seconds))
+
+    def stop(self) -> None:
+        run_script("stop")
+
+    def start(self) -> None:
+        run_script("start")
+
+    def wait_caught_up(self) -> None:
+        wait_caught_up()
+
+    @staticmethod
+    def primary_lsn() -> int:
+        return primary_lsn()
+
+    @staticmethod
+    def replay_lsn() -> int:
+        return replay_lsn()
+
+
+@pytest.fixture(scope="session")
+def replica_db(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The replica is up and has replayed the test database; FAILS (not skips) otherwise:
+    CI must exercise the router against a real replica."""
+    with django_db_blocker.unblock():
+        try:
+            in_recovery = _query(ALIAS, "SELECT pg_is_in_recovery()")
+        except Exception as error:
+            pytest.fail(
+                f"The streaming replica ({connections[ALIAS].settings_dict['HOST']}:"
+                f"{connections[ALIAS].settings_dict['PORT']}) cannot be reached: {error}. "
+                "Start it with scripts/replica.sh (scripts/test.sh does).",
+                pytrace=False,
+            )
+        finally:
+            connections[ALIAS].close()
+        if not in_recovery:
+            pytest.fail("The 'replica' database is not a standby (pg_is_in_recovery() is false).")
+        with _lock(fcntl.LOCK_EX):
+            # A run killed halfway through a lag test leaves the lag behind.
+            run_script("ensure")
+            wait_caught_up()
+        connections[ALIAS].close()
+
+
+def _flock(kind: int) -> Any:
+    handle = LOCK_PATH.open("a")
+    fcntl.flock(handle, kind)
+    return handle
+
+
+class _lock:
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+
+    def __enter__(self) -> None:
+        self.handle = _flock(self.kind)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _routed_settings(**resee_perf: Any) -> override_settings:
+    return override_settings(
+        DATABASE_ROUTERS=[ROUTER],
+        RESEE_PERF={
+            "REPLICAS": [ALIAS],
+            # Short, so that tests see a replica's state change within a few ms.
+            "REPLICA_CHECK_INTERVAL": 0.02,
+            "REPLICA_RETRY_SECONDS": 0.2,
+            **resee_perf,
+        },
+    )
+
+
+def _fresh_state() -> None:
+    _replicas.forget()
+    connections[ALIAS].close()
+
+
+@pytest.fixture
+def replica(replica_db: None, transactional_db: None) -> Iterator[Replica]:
+    """The replica, unlagged and running, with the router installed; data committed by the
+    test replicates (transactional_db)."""
+    with _lock(fcntl.LOCK_SH), _routed_settings():
+        _fresh_state()
+        yield Replica()
+        _fresh_state()
+
+
+@pytest.fixture
+def replica_control(replica_db: None, transactional_db: None) -> Iterator[Replica]:
+    """The replica to lag or stop at will: this test has it to itself, and it is started
+    and unlagged again afterwards, whatever the test did."""
+    with _lock(fcntl.LOCK_EX), _routed_settings():
+        _fresh_state()
+        control = Replica()
+        try:
+            yield control
+        finally:
+            _fresh_state()
+            try:
+                control.start()
+                control.lag(0)
+            except RuntimeError:
+                run_script("ensure")
+            wait_caught_up()
+            connections[ALIAS].close()
+
+
+@pytest.fixture
+def lagging_replica(replica_control: Replica) -> Replica:
+    """The replica applying each commit LAG_SECONDS after the primary."""
+    replica_control.wait_caught_up()
+    replica_control.lag(LAG_SECONDS)
+    return replica_control
