@@ -16,12 +16,9 @@ worker function) before they have set Django up.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import multiprocessing
 import random
-import socket
-import subprocess
 import threading
 import time
 import traceback
@@ -41,47 +38,32 @@ from resee_perf.invalidation import read_generations, tag_key
 # --- a private redis-server -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture(scope="module")
 def private_redis() -> Iterator[redis.Redis]:
     """A redis-server of our own: its command counters see only this module's traffic, and it
     can be paused without disturbing anyone."""
-    port = _free_port()
-    no_persistence = ["--save", "", "--appendonly", "no"]
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *no_persistence],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
+    # Imported here: spawned workers import this module before Django is set up.
+    from tests.test_cache_redis_server import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    client = server.client()
     try:
-        for _ in range(100):
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            time.sleep(0.05)
         yield client
     finally:
         client.close()
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 @pytest.fixture
 def private_cache(private_redis: redis.Redis, settings: Any) -> Iterator[str]:
+    from tests.test_cache_redis_server import redis_cache
+
     port = private_redis.connection_pool.connection_kwargs["port"]
-    private = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": f"redis://127.0.0.1:{port}/0",
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
-    }
     private_redis.flushdb()
-    with override_settings(CACHES={**settings.CACHES, "private": private}):
+    with override_settings(
+        CACHES={**settings.CACHES, "private": redis_cache(f"redis://127.0.0.1:{port}/0")}
+    ):
         yield "private"
 
 
