@@ -75,9 +75,10 @@ def queries_on(alias: str) -> Iterator[CaptureQueriesContext]:
 
 
 def routes(alias: str, reason: str) -> float:
-    return REGISTRY.get_sample_value(
-        "resee_perf_db_routes_total", {"alias": alias, "reason": reason}
-    ) or 0.0
+    return (
+        REGISTRY.get_sample_value("resee_perf_db_routes_total", {"alias": alias, "reason": reason})
+        or 0.0
+    )
 
 
 # -- reads, writes, migrations, relations ------------------------------------------------------
@@ -89,7 +90,11 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(replica: Replica) -> 
     assert primary.captured_queries, "the write ran on the primary"
     wait_caught_up()
 
-    with routing_scope(), queries_on(ALIAS) as on_replica, queries_on(DEFAULT_DB_ALIAS) as on_primary:
+    with (
+        routing_scope(),
+        queries_on(ALIAS) as on_replica,
+        queries_on(DEFAULT_DB_ALIAS) as on_primary,
+    ):
         found = Category.objects.get(pk=category.pk)
     assert len(on_replica.captured_queries) == 1
     assert on_primary.captured_queries == []
@@ -178,7 +183,8 @@ def test_use_primary_as_context_manager_and_decorator(lagging_replica: Replica) 
         return sees("Forced")
 
     with routing_scope():
-        assert bare() and called()
+        assert bare()
+        assert called()
         assert not sees("Forced")
 
 
@@ -389,7 +395,9 @@ def test_a_replica_lagging_beyond_the_limit_gets_no_reads(lagging_replica: Repli
     settings = {"REPLICAS": [ALIAS], "REPLICA_MAX_LAG_SECONDS": 1, "REPLICA_CHECK_INTERVAL": 0.01}
     with override_settings(RESEE_PERF=settings), routing_scope():
         status = _replicas.status(ALIAS)
-        assert status.up and status.lag is not None and status.lag > 1
+        assert status.up
+        assert status.lag is not None
+        assert status.lag > 1
         assert choose_read_alias() == (DEFAULT_DB_ALIAS, "no_replica")
         assert sees("Lagged")
 

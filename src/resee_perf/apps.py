@@ -14,6 +14,7 @@ class ReseePerfConfig(AppConfig):
 
         checks.register(resee_checks.check_settings)
         checks.register(resee_checks.check_connections)
+        checks.register(resee_checks.check_router)
         checks.register(resee_checks.check_connection_budget, deploy=True)
         checks.register(resee_checks.check_cache_aside, checks.Tags.caches)
         checks.register(resee_checks.check_invalidation_caches, checks.Tags.caches)

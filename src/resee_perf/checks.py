@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from resee_perf import pool
 from resee_perf._deployment import Deployment, deployment_problems
@@ -431,3 +432,104 @@ def _invalidation_caches() -> list[tuple[str, BaseCache]]:
     except ImproperlyConfigured:
         return []  # E001/E002 report it.
     return [(alias, caches[alias]) for alias in sorted(aliases) if alias in settings.CACHES]
+
+
+# -- StickyReplicaRouter (docs/routing.md) ------------------------------------------------------
+
+_ROUTER = "resee_perf.routers.StickyReplicaRouter"
+_MIDDLEWARE = "resee_perf.middleware.StickyReadsMiddleware"
+_SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def _is_subclass_path(entry: Any, base: type) -> bool:
+    """Whether a DATABASE_ROUTERS or MIDDLEWARE entry (a dotted path, a class or an instance)
+    is ``base`` or a subclass of it."""
+    if isinstance(entry, str):
+        try:
+            entry = import_string(entry)
+        except ImportError:
+            return False
+    if isinstance(entry, type):
+        return issubclass(entry, base)
+    return isinstance(entry, base)
+
+
+def check_router(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    from resee_perf.middleware import StickyReadsMiddleware
+    from resee_perf.routers import PRIMARY, StickyReplicaRouter
+
+    user = _resee_perf_dict()
+    replicas = user.get("REPLICAS", [])
+    if not OPTIONS["REPLICAS"].validate(replicas):
+        return []  # E002 says so
+    messages: list[CheckMessage] = []
+    for alias in replicas:
+        if alias == PRIMARY:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['REPLICAS'] lists {PRIMARY!r}, the primary.",
+                    hint="List only the aliases of replicas; the primary is always 'default'.",
+                    id="resee_perf.E021",
+                )
+            )
+        elif alias not in settings.DATABASES:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['REPLICAS'] lists {alias!r}, which is not in "
+                    "settings.DATABASES.",
+                    hint=(
+                        "Add it to DATABASES or use one of: "
+                        f"{', '.join(sorted(settings.DATABASES))}."
+                    ),
+                    id="resee_perf.E020",
+                )
+            )
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    has_router = any(_is_subclass_path(r, StickyReplicaRouter) for r in settings.DATABASE_ROUTERS)
+    positions = [i for i, m in enumerate(middleware) if _is_subclass_path(m, StickyReadsMiddleware)]
+    if has_router and not positions:
+        messages.append(
+            Warning(
+                f"{_ROUTER} is in DATABASE_ROUTERS but {_MIDDLEWARE} is not in MIDDLEWARE.",
+                hint=(
+                    "Without it a client's next request may read from a replica that has not "
+                    "replayed its write, and a thread that wrote once reads from the primary "
+                    "for good. Add it near the top of MIDDLEWARE."
+                ),
+                id="resee_perf.W020",
+            )
+        )
+    if positions and not has_router:
+        messages.append(
+            Warning(
+                f"{_MIDDLEWARE} is in MIDDLEWARE but {_ROUTER} is not in DATABASE_ROUTERS.",
+                hint="The middleware only works with the router: add it, or remove the middleware.",
+                id="resee_perf.W021",
+            )
+        )
+    if has_router and not replicas:
+        messages.append(
+            Warning(
+                f"{_ROUTER} is in DATABASE_ROUTERS but {SETTING_NAME}['REPLICAS'] is empty.",
+                hint="Every query goes to 'default'. List the replicas' aliases in REPLICAS.",
+                id="resee_perf.W022",
+            )
+        )
+    session_position = (
+        middleware.index(_SESSION_MIDDLEWARE) if _SESSION_MIDDLEWARE in middleware else None
+    )
+    if positions and session_position is not None and positions[0] > session_position:
+        messages.append(
+            Warning(
+                f"{_MIDDLEWARE} comes after {_SESSION_MIDDLEWARE} in MIDDLEWARE.",
+                hint=(
+                    "The session is saved after the middleware has finished, so a login's "
+                    "write is not remembered and the next request can read the session "
+                    "from a replica that lacks it. Move it above SessionMiddleware."
+                ),
+                id="resee_perf.W023",
+            )
+        )
+    return messages

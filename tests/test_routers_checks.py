@@ -1,0 +1,102 @@
+"""System checks of the router: resee_perf.E020-E021, W020-W023."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from resee_perf.checks import check_router
+from resee_perf.routers import StickyReplicaRouter
+
+ROUTER = "resee_perf.routers.StickyReplicaRouter"
+MIDDLEWARE = "resee_perf.middleware.StickyReadsMiddleware"
+SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def ids(**overrides: Any) -> list[str]:
+    with override_settings(**overrides):
+        return sorted(message.id or "" for message in check_router())
+
+
+def test_a_complete_setup_passes() -> None:
+    assert (
+        ids(
+            DATABASE_ROUTERS=[ROUTER],
+            MIDDLEWARE=[MIDDLEWARE, SESSIONS],
+            RESEE_PERF={"REPLICAS": ["replica"]},
+        )
+        == []
+    )
+
+
+def test_nothing_to_say_without_the_router() -> None:
+    assert ids(DATABASE_ROUTERS=[], MIDDLEWARE=[SESSIONS], RESEE_PERF={}) == []
+
+
+def test_e020_a_replica_alias_missing_from_databases() -> None:
+    with override_settings(
+        DATABASE_ROUTERS=[ROUTER],
+        MIDDLEWARE=[MIDDLEWARE],
+        RESEE_PERF={"REPLICAS": ["replica", "replcia"]},
+    ):
+        [error] = check_router()
+    assert error.id == "resee_perf.E020"
+    assert "'replcia'" in error.msg
+    assert error.hint is not None
+    assert "replica" in error.hint
+
+
+def test_e021_the_primary_listed_as_a_replica() -> None:
+    assert ids(
+        DATABASE_ROUTERS=[ROUTER], MIDDLEWARE=[MIDDLEWARE], RESEE_PERF={"REPLICAS": ["default"]}
+    ) == ["resee_perf.E021"]
+
+
+def test_w020_router_without_middleware() -> None:
+    assert ids(
+        DATABASE_ROUTERS=[ROUTER], MIDDLEWARE=[SESSIONS], RESEE_PERF={"REPLICAS": ["replica"]}
+    ) == ["resee_perf.W020"]
+
+
+def test_w021_middleware_without_router() -> None:
+    assert ids(DATABASE_ROUTERS=[], MIDDLEWARE=[MIDDLEWARE], RESEE_PERF={}) == ["resee_perf.W021"]
+
+
+def test_w022_router_without_replicas() -> None:
+    assert ids(DATABASE_ROUTERS=[ROUTER], MIDDLEWARE=[MIDDLEWARE], RESEE_PERF={}) == [
+        "resee_perf.W022"
+    ]
+
+
+def test_w023_middleware_below_sessions() -> None:
+    assert ids(
+        DATABASE_ROUTERS=[ROUTER],
+        MIDDLEWARE=[SESSIONS, MIDDLEWARE],
+        RESEE_PERF={"REPLICAS": ["replica"]},
+    ) == ["resee_perf.W023"]
+
+
+class CustomRouter(StickyReplicaRouter):
+    pass
+
+
+def test_subclasses_and_router_instances_count_as_the_router() -> None:
+    settings = {"MIDDLEWARE": [MIDDLEWARE], "RESEE_PERF": {"REPLICAS": ["replica"]}}
+    assert ids(DATABASE_ROUTERS=["tests.test_routers_checks.CustomRouter"], **settings) == []
+    assert ids(DATABASE_ROUTERS=[CustomRouter()], **settings) == []
+
+
+def test_a_malformed_replicas_setting_is_left_to_e002() -> None:
+    assert ids(DATABASE_ROUTERS=[], MIDDLEWARE=[], RESEE_PERF={"REPLICAS": "replica"}) == []
+
+
+def test_the_router_check_runs_with_manage_py_check() -> None:
+    with (
+        override_settings(RESEE_PERF={"REPLICAS": ["nowhere"]}),
+        pytest.raises(SystemCheckError, match=r"resee_perf\.E020"),
+    ):
+        call_command("check")
