@@ -1,9 +1,9 @@
 """``manage.py connection_budget``: the table, the comparison with the servers, --json, and the
 exit status deploy scripts gate on.
 
-tests.settings has two aliases (``default`` and ``other``) on the one PostgreSQL at 5432, so
-every web thread counts twice there. The exit status against a live over-budget server is
-proven in test_pool_live.py (the small cluster).
+The command runs with two aliases (``default`` and ``other``) on the PostgreSQL at 5432, so
+every web thread counts twice there, whatever other aliases tests.settings grows. The exit
+status against a live over-budget server is proven in test_pool_live.py (the small cluster).
 """
 
 from __future__ import annotations
@@ -13,16 +13,29 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dj_database_url
 import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
+from tests.test_pool import databases_setting
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _two_aliases_on_one_server() -> Iterator[None]:
+    server = dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    )
+    with databases_setting({"default": dict(server), "other": dict(server)}):
+        yield
 
 
 def run(*args: str) -> str:

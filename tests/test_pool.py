@@ -126,6 +126,16 @@ def test_primary_and_replica_are_separate_servers() -> None:
         budget.fits(max_connections={"default": 100})
 
 
+def test_replicas_come_from_the_router_setting() -> None:
+    databases = {"default": db("primary"), "replica": db("replica")}
+    with override_settings(RESEE_PERF={"REPLICAS": ["replica"]}):
+        budget = connection_budget(web_workers=1, databases=databases)
+    assert [(server.server, server.kind) for server in budget.servers] == [
+        ("primary:5432", "primary"),
+        ("replica:5432", "replica"),
+    ]
+
+
 def test_without_databases_it_reads_the_settings() -> None:
     with databases_setting({"default": db("a"), "other": db("b", CONN_MAX_AGE=60)}):
         budget = connection_budget(web_workers=3, threads_per_worker=2, headroom=0)

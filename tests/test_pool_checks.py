@@ -231,9 +231,11 @@ def test_w036_unreachable_server_when_asked_to_query() -> None:
 
 
 def test_deploy_checks_run_only_with_deploy() -> None:
-    # tests.settings: two aliases on one server; 100 workers x 4 threads x 2 aliases.
     deployment = {"web_workers": 100, "threads_per_worker": 4, "max_connections": 100}
-    with override_settings(RESEE_PERF={"DEPLOYMENT": deployment}):
+    with (
+        databases_setting({"default": db()}),
+        override_settings(RESEE_PERF={"DEPLOYMENT": deployment}),
+    ):
         assert "resee_perf.W030" in ids(check_connection_budget())
         call_command("check")  # not a deploy check: passes
         with pytest.raises(SystemCheckError, match=r"resee_perf\.W030"):

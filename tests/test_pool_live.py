@@ -48,8 +48,8 @@ class Cluster:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def start_cluster() -> Cluster:
+    """scripts/pg_small.sh with this module's limits (idempotent), nobody connected."""
     env = {
         **os.environ,
         "PG_SMALL_PORT": str(PORT),
@@ -64,10 +64,14 @@ def cluster() -> Iterator[Cluster]:
         data_dir = connection.execute("SHOW data_directory").fetchone()
     # pg_ctl -l writes the server's stderr to DIR/server.log, next to DIR/data.
     assert data_dir is not None
-    server_log = Path(data_dir[0]).parent / "server.log"
     assert log == (None,)  # no logging collector: the log is pg_ctl's file
     terminate_clients()
-    yield Cluster(log=server_log)
+    return Cluster(log=Path(data_dir[0]).parent / "server.log")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    yield start_cluster()
     terminate_clients()
 
 
@@ -183,7 +187,8 @@ def test_w030_live_when_the_deploy_check_may_ask(cluster: Cluster) -> None:
 # -- the proof under load --------------------------------------------------------------------
 
 
-def example_env() -> dict[str, str]:
+def example_env(settings: str = "resee.settings", path: str = "") -> dict[str, str]:
+    """The example project on the small cluster as ``resee_app``; ``path`` for ``settings``."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -191,9 +196,10 @@ def example_env() -> dict[str, str]:
     }
     env.update(
         DATABASE_URL=APP_URL,
-        DJANGO_SETTINGS_MODULE="resee.settings",
+        DJANGO_SETTINGS_MODULE=settings,
         DJANGO_DEBUG="0",
         ALLOWED_HOSTS="127.0.0.1",
+        PYTHONPATH=path,
     )
     return env
 
@@ -230,9 +236,9 @@ print(session.session_key)
 """
 
 
-@pytest.fixture(scope="module")
-def example_site(cluster: Cluster) -> str:
-    """The example project's database on the small cluster, seeded; a session cookie."""
+def prepare_example_site() -> str:
+    """The example project's database on the small cluster, migrated and seeded (small);
+    returns the Cookie header of a logged-in session."""
     with admin() as connection:
         exists = connection.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (LOAD_DB,)
@@ -244,6 +250,11 @@ def example_site(cluster: Cluster) -> str:
     return f"sessionid={session_key}"
 
 
+@pytest.fixture(scope="module")
+def example_site(cluster: Cluster) -> str:
+    return prepare_example_site()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -251,37 +262,33 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(workers: int, threads: int, tmp_path: Path) -> Iterator[str]:
+def gunicorn(
+    workers: int,
+    threads: int,
+    log_dir: Path,
+    *,
+    saturate: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """The example project under gunicorn (gthread); yields the URL of /api/review/today/.
+
+    ``saturate``: at most ``threads`` requests per worker and no keep-alive, so that requests
+    beyond one worker's threads wait in the listen backlog for another worker, and every
+    thread of every worker gets one."""
     port = free_port()
-    log = tmp_path / f"gunicorn-{workers}x{threads}.log"
+    log = log_dir / f"gunicorn-{workers}x{threads}-{port}.log"
+    limits = ["--worker-connections", str(threads), "--keep-alive", "0"] if saturate else []
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
             "resee.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            # At most `threads` requests per worker: the others wait in the listen backlog for
-            # a worker with a free thread, so every thread of every worker gets one.
-            "--worker-connections",
-            str(threads),
-            "--keep-alive",
-            "0",
-            "--preload",
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "5",
-            "--error-logfile",
-            str(log),
+            *("--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+            *("--worker-class", "gthread", "--threads", str(threads), *limits),
+            *("--preload", "--timeout", "60", "--graceful-timeout", "5"),
+            *("--error-logfile", str(log)),
         ],
         cwd=ROOT / "example_project",
-        env=example_env(),
+        env=env or example_env(),
     )
     try:
         wait_until(

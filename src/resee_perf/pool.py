@@ -538,10 +538,13 @@ _CLIENT_ARGUMENTS = (
 
 
 def _configured_replicas() -> tuple[str, ...]:
+    from django.conf import settings
+
     from resee_perf.conf import conf
 
-    # The router's setting; a project without the router has no replicas to label.
-    return tuple(getattr(conf, "REPLICAS", ()))
+    if not settings.configured:
+        return ()  # explicit numbers and databases, outside a project (a notebook, a script)
+    return tuple(conf.REPLICAS)
 
 
 def _check_alias_names(arguments: Mapping[str, Any], databases: Mapping[str, Any]) -> None:
@@ -915,7 +918,7 @@ def assess(
 
 def verdict_table(verdicts: Sequence[ServerVerdict]) -> str:
     rows: list[tuple[str, ...]] = [
-        ("server", "needed", "max_connections", "reserved", "usable", "others", "spare", "")
+        ("server", "needed", "max_connections", "reserved", "usable", "others", "spare", "verdict")
     ]
     for verdict in verdicts:
         status = verdict.status
