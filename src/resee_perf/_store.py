@@ -13,6 +13,7 @@ breaker, so the caller can fall back to calling the function.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -96,10 +97,11 @@ class RedisStore(Store):
         # The primary's client (the one tag bumps go to), also for reads: a hit read from a
         # lagging replica could miss the bump that the writer's next request must see.
         self._client = client
+        # Tags repeat on every hit; this store lives as long as its cache object.
+        self._full_tag_key = functools.lru_cache(maxsize=4096)(cache.make_key)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
-        make_key = self.cache.make_key
-        keys = [make_key(key), *(make_key(tag) for tag in tag_keys)]
+        keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._client.mget(keys))
         return values[0], [_generation(value) for value in values[1:]]
 

@@ -125,7 +125,7 @@ class _Field:
         for is_attribute, name in self.path:
             value = getattr(value, cast(str, name)) if is_attribute else value[name]
         if type(value) is int and not self.spec and self.conversion is None:
-            return str(value)
+            return str(value)  # ids: the common case, and always verbatim-safe
         if self.conversion == "r":
             value = repr(value)
         elif self.conversion == "s":
@@ -196,7 +196,8 @@ class _Template:
                 texts.append(part)
             else:
                 text = part.text(namespace)
-                texts.append(_safe_argument(text) if for_key else text)
+                verbatim = not for_key or (text.isdigit() and text.isascii())
+                texts.append(text if verbatim else _safe_argument(text))
         return "".join(texts)
 
 
@@ -415,6 +416,12 @@ _clock: Callable[[], float] = time.time
 _random: Callable[[], float] = random.random
 
 
+@functools.lru_cache(maxsize=4096)
+def _tag_key(prefix: str, tag: str) -> str:
+    """:func:`tag_key`, memoized per KEY_PREFIX: tags repeat on every hit."""
+    return tag_key(tag)
+
+
 def _xfetch_early(now: float, delta: float, beta: float, expiry: float) -> bool:
     """Vattani et al.'s test; ``1 - random()`` is in (0, 1], so the log is finite."""
     return now - delta * beta * math.log(1.0 - _random()) >= expiry
@@ -450,6 +457,13 @@ _Flow = Generator[_Instruction, Any, Any]
 
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
+
+
+class _Unreachable:
+    """The first read of a call failed: the cache is down (the breaker has been told)."""
+
+
+_UNREACHABLE = _Unreachable()
 
 
 class _Call:
@@ -585,23 +599,32 @@ class _CacheAside:
             return None
         key, tags = self.key_and_tags(args, kwargs, helper=helper)
         lock_key = key.replace(":c:", ":l:", 1)
-        return _Call(key, lock_key, tags, tuple(tag_key(tag) for tag in tags), store)
+        prefix = conf.KEY_PREFIX
+        return _Call(key, lock_key, tags, tuple(_tag_key(prefix, tag) for tag in tags), store)
 
     # --- the flows ---
 
-    def flow(self, call: _Call) -> _Flow:
-        store = call.store
+    def first_read(self, call: _Call) -> _Entry | _Unreachable | None:
         try:
-            entry = self._read(call)
+            return self._read(call)
         except Unavailable:
+            return _UNREACHABLE
+        except _Garbage:
+            return None
+
+    def flow(
+        self, call: _Call, entry: _Entry | _Unreachable | None, *, early: bool = False
+    ) -> _Flow:
+        """Everything but a plain hit, from the result of :meth:`first_read` (and the XFetch
+        draw made for it: one draw per read)."""
+        store = call.store
+        if isinstance(entry, _Unreachable):
             metrics.report_cache(self.name, "error")
             return (yield _RUN)
-        except _Garbage:
-            entry = None
         if entry is not None:
             now = _clock()
             if now < entry.expiry:
-                if self.beta and _xfetch_early(now, entry.delta, self.beta, entry.expiry):
+                if early:
                     return (yield from self._refresh_or_serve(call, entry, "early"))
                 metrics.report_cache(self.name, "hit")
                 return entry.value()
@@ -676,9 +699,9 @@ class _CacheAside:
             return entry.value()
         metrics.report_cache(self.name, result)
         if self.refresh_in_background():
-            yield _Spawn(self._refreshing(call, token), self.name)
+            yield _Spawn(self._refreshing(call, token, entry), self.name)
             return entry.value()
-        return (yield from self._refreshing(call, token))
+        return (yield from self._refreshing(call, token, entry))
 
     def _under_lock(self, call: _Call, token: str, waited: bool) -> _Flow:
         try:
@@ -699,9 +722,20 @@ class _CacheAside:
         finally:
             self._release(call, token)
 
-    def _refreshing(self, call: _Call, token: str) -> _Flow:
+    def _refreshing(self, call: _Call, token: str, seen: _Entry) -> _Flow:
         try:
+            # The lock is free again as soon as a refresh has stored its entry, and a reader
+            # that saw the old entry just before may take it: refresh only if the entry we
+            # saw is still the current one.
+            try:
+                current = self._read(call, report=False)
+            except _Garbage:
+                current = None
+            if current is not None and current.expiry > seen.expiry:
+                return current.value()
             return (yield from self.compute(call))
+        except Unavailable:
+            return seen.value()
         finally:
             self._release(call, token)
 
@@ -842,6 +876,10 @@ async def _drive_async(flow: _Flow, body: Callable[[], Awaitable[Any]]) -> Any:
         flow.close()
 
 
+async def _completed(value: Any) -> Any:
+    return value
+
+
 # Process-wide by design: one small pool per process runs background refreshes, so a burst of
 # keys expiring together queues instead of starting a thread per key. Recreated after fork
 # (a pool inherited from a preloading parent has no threads).
@@ -929,19 +967,32 @@ class CachedFunction(Generic[P, R_co]):
             markcoroutinefunction(self)
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
-        return self._run(self._aside.flow, args, kwargs)
-
-    def _run(
-        self, flow: Callable[[_Call], _Flow], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> R_co:
         aside = self._aside
         call = aside.prepare(args, kwargs)
         if call is None:
             return cast(R_co, aside.func(*args, **kwargs))
-        body = functools.partial(aside.func, *args, **kwargs)
+        entry = aside.first_read(call)
+        early = False
+        if type(entry) is _Entry:
+            # The plain hit, the path that must cost no more than a raw cache.get: inline,
+            # without the generator the other paths need.
+            now = _clock()
+            if now < entry.expiry:
+                early = bool(aside.beta) and _xfetch_early(
+                    now, entry.delta, aside.beta, entry.expiry
+                )
+                if not early:
+                    metrics.report_cache(aside.name, "hit")
+                    if self._is_async:
+                        return cast(R_co, _completed(entry.value()))
+                    return cast(R_co, entry.value())
+        return self._drive(aside.flow(call, entry, early=early), args, kwargs)
+
+    def _drive(self, flow: _Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R_co:
+        body = functools.partial(self._aside.func, *args, **kwargs)
         if self._is_async:
-            return cast(R_co, _drive_async(flow(call), body))
-        return cast(R_co, _drive(flow(call), body))
+            return cast(R_co, _drive_async(flow, body))
+        return cast(R_co, _drive(flow, body))
 
     @overload
     def __get__(
@@ -979,7 +1030,11 @@ class CachedFunction(Generic[P, R_co]):
     def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run the function now and store its value, whatever the cache holds. Same arguments
         as a call; returns the new value."""
-        return self._run(self._aside.compute, args, kwargs)
+        aside = self._aside
+        call = aside.prepare(args, kwargs)
+        if call is None:
+            return cast(R_co, aside.func(*args, **kwargs))
+        return self._drive(aside.compute(call), args, kwargs)
 
     def __repr__(self) -> str:
         return f"<cache_aside {self._aside.name}>"
