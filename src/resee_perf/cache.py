@@ -551,7 +551,7 @@ class _CacheAside:
 
     # Settings are read per call so that override_settings and deploy-time changes apply.
     def cache_alias(self) -> str:
-        return self.alias if self.alias is not None else conf.CACHE_ALIAS
+        return self.alias if self.alias is not None else _hot_settings()[1]
 
     def lock_seconds(self) -> float:
         return self.lock_timeout if self.lock_timeout is not None else conf.CACHE_LOCK_TIMEOUT
@@ -582,7 +582,7 @@ class _CacheAside:
                     template.render(namespace, for_key=False) for template in self.tag_templates
                 )
             )
-        return f"{conf.KEY_PREFIX}:c:{self.version}:{body}", tags
+        return f"{_hot_settings()[0]}:c:{self.version}:{body}", tags
 
     def prepare(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, helper: bool = False
@@ -599,7 +599,7 @@ class _CacheAside:
             return None
         key, tags = self.key_and_tags(args, kwargs, helper=helper)
         lock_key = key.replace(":c:", ":l:", 1)
-        prefix = conf.KEY_PREFIX
+        prefix = _hot_settings()[0]
         return _Call(key, lock_key, tags, tuple(_tag_key(prefix, tag) for tag in tags), store)
 
     # --- the flows ---
@@ -1092,8 +1092,24 @@ def cache_aside(
     return decorate
 
 
+# KEY_PREFIX and CACHE_ALIAS are needed on every hit, where reading them through conf (a
+# settings lookup and a validation each) was a measurable share of the latency. Read once,
+# dropped whenever Django reports a settings change (override_settings, pytest-django's
+# `settings`), so they behave like conf's read-on-access for every caller.
+_hot: tuple[str, str] | None = None
+
+
+def _hot_settings() -> tuple[str, str]:
+    global _hot
+    if _hot is None:
+        _hot = (conf.KEY_PREFIX, conf.CACHE_ALIAS)
+    return _hot
+
+
 def _forget_state(*, setting: str, **kwargs: Any) -> None:
+    global _hot
     if setting in {"CACHES", "RESEE_PERF"}:
+        _hot = None
         reset_breakers()
         forget_stores()
 
