@@ -136,6 +136,34 @@ def test_bump_of_a_missing_or_corrupt_key_sets_a_new_random_generation() -> None
     assert corrupt > 2**32
 
 
+def test_concurrent_first_readers_agree_on_one_generation() -> None:
+    results: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def first_read() -> None:
+        barrier.wait()
+        results.append(read_generations(caches["default"], ["g:race"])["g:race"])
+
+    threads = [threading.Thread(target=first_read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8
+    assert set(results) == {generation("g:race")}
+
+
+def test_long_and_odd_tags_get_bounded_keys() -> None:
+    odd = ["a tag with spaces", "x" * 500, "tab\there", "ünïcode"]
+    keys = [tag_key(tag) for tag in odd]
+    assert all(len(key) < 60 for key in keys[:3])
+    assert keys[3] == "rp:t:ünïcode"
+    assert len(set(keys)) == 4
+    before = start(*odd)
+    bump_generations(caches["default"], odd)
+    assert bumped(before) == set(odd)
+
+
 @pytest.mark.parametrize(
     "backend",
     [
@@ -433,6 +461,13 @@ def test_track_reads_the_old_row_locked_and_only_when_it_can_change(
         content.save(update_fields=["title"])
         Content.objects.create(title="new", body="b", author=author, category=go)
     assert [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")] == []
+    before = start(f"category:{go.pk}", f"category:{rust.pk}")
+    with CaptureQueriesContext(connection) as queries:
+        content.category = go
+        content.save()  # autocommit: no transaction to hold a lock in
+    [select] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert "FOR" not in select
+    assert bumped(before) == {f"category:{go.pk}", f"category:{rust.pk}"}
 
 
 @transactional
@@ -702,6 +737,20 @@ def test_w015_also_covers_caches_named_by_invalidate_on(settings: Any) -> None:
     with override_settings(CACHES={**settings.CACHES, "db": db_cache}):
         invalidate_on(Category, tags=lambda c: [], cache="db")
         assert _ids(check_invalidation_caches()) == ["resee_perf.W015"]
+
+
+def test_w017_django_redis_herd_client_cannot_increment(settings: Any) -> None:
+    herd = {
+        **settings.CACHES["default"],
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.HerdClient"},
+    }
+    with override_settings(
+        CACHES={**settings.CACHES, "herd": herd}, RESEE_PERF={"CACHE_ALIAS": "herd"}
+    ):
+        [warning] = check_invalidation_caches()
+        assert warning.id == "resee_perf.W017"
+        with pytest.raises(NotImplementedError):  # what every invalidation would hit
+            bump_generations(caches["herd"], ["h:a"])
 
 
 def test_w016_local_memory_is_per_process_deploy_only() -> None:

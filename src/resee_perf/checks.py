@@ -385,22 +385,46 @@ def check_cache_aside(
 def check_invalidation_caches(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """W015: a cache that tag invalidation uses increments by read-modify-write."""
+    """W015/W017: a cache that tag invalidation uses cannot increment (atomically)."""
     from django.core.cache.backends.db import DatabaseCache
     from django.core.cache.backends.filebased import FileBasedCache
 
-    return [
-        Warning(
-            f"Tag invalidation uses cache {alias!r} ({type(cache).__name__}), whose increments "
-            "are not atomic: two invalidations at once can be counted as one, and an entry "
-            "computed between them then stays valid after the second write.",
-            hint="Use Redis (django-redis or django.core.cache.backends.redis.RedisCache) or "
-            "Memcached for RESEE_PERF['CACHE_ALIAS'] and the caches given to invalidate_on().",
-            id="resee_perf.W015",
-        )
-        for alias, cache in _invalidation_caches()
-        if isinstance(cache, DatabaseCache | FileBasedCache)
-    ]
+    messages: list[CheckMessage] = []
+    for alias, cache in _invalidation_caches():
+        if isinstance(cache, DatabaseCache | FileBasedCache):
+            messages.append(
+                Warning(
+                    f"Tag invalidation uses cache {alias!r} ({type(cache).__name__}), whose "
+                    "increments are not atomic: two invalidations at once can be counted as "
+                    "one, and an entry computed between them then stays valid after the "
+                    "second write.",
+                    hint="Use Redis (django-redis or django.core.cache.backends.redis."
+                    "RedisCache) or Memcached for RESEE_PERF['CACHE_ALIAS'] and the caches "
+                    "given to invalidate_on().",
+                    id="resee_perf.W015",
+                )
+            )
+        elif _is_herd(cache):
+            messages.append(
+                Warning(
+                    f"Tag invalidation uses cache {alias!r} with django-redis's HerdClient, "
+                    "which cannot increment (its incr() raises NotImplementedError): every "
+                    "invalidation would fail, and the entries stay valid until they expire.",
+                    hint="Use django-redis's default client; cache_aside's lock already "
+                    "prevents the stampede HerdClient is for.",
+                    id="resee_perf.W017",
+                )
+            )
+    return messages
+
+
+def _is_herd(cache: BaseCache) -> bool:
+    try:
+        from django_redis.cache import RedisCache
+        from django_redis.client import HerdClient
+    except ImportError:  # pragma: no cover - the redis extra is not installed
+        return False
+    return isinstance(cache, RedisCache) and isinstance(cache.client, HerdClient)
 
 
 def check_invalidation_caches_deploy(
