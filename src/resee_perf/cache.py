@@ -455,8 +455,10 @@ class _Spawn:
 _Instruction = _Run | _Sleep | _Spawn
 _Flow = Generator[_Instruction, Any, Any]
 
+# Waiters poll for the holder's entry: soon at first (most bodies are fast), then every
+# 20 ms at most, each sleep jittered so that a stampede's waiters do not wake in lockstep.
 _FIRST_POLL = 0.005
-_MAX_POLL = 0.05
+_MAX_POLL = 0.02
 
 
 class _Unreachable:
@@ -464,6 +466,7 @@ class _Unreachable:
 
 
 _UNREACHABLE = _Unreachable()
+_NO_HIT = object()
 
 
 class _Call:
@@ -549,7 +552,6 @@ class _CacheAside:
         if cache is not None:
             _declared_aliases[self.name] = cache
 
-    # Settings are read per call so that override_settings and deploy-time changes apply.
     def cache_alias(self) -> str:
         return self.alias if self.alias is not None else _hot_settings()[1]
 
@@ -584,11 +586,9 @@ class _CacheAside:
             )
         return f"{_hot_settings()[0]}:c:{self.version}:{body}", tags
 
-    def prepare(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, helper: bool = False
-    ) -> _Call | None:
+    def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """The keys of this call, or None when the cache must be skipped."""
-        if not helper and self.arguments.is_view:
+        if self.arguments.is_view:
             request = self.arguments.request(args, kwargs)
             if request is not None and request.method not in _SAFE_METHODS:
                 metrics.report_cache(self.name, "bypass")
@@ -597,7 +597,7 @@ class _CacheAside:
         if not store.breaker.allow():
             metrics.report_cache(self.name, "bypass")
             return None
-        key, tags = self.key_and_tags(args, kwargs, helper=helper)
+        key, tags = self.key_and_tags(args, kwargs, helper=False)
         lock_key = key.replace(":c:", ":l:", 1)
         prefix = _hot_settings()[0]
         return _Call(key, lock_key, tags, tuple(_tag_key(prefix, tag) for tag in tags), store)
@@ -648,8 +648,20 @@ class _CacheAside:
                 if waited:
                     metrics.report_lock_wait(self.name, time.monotonic() - started)
                 return (yield from self._under_lock(call, token, waited))
+            if time.monotonic() - started >= lock_timeout:
+                # Checked right after a failed SET NX: a lock taken before we started has
+                # expired by now, so it is held by a later caller, and holders keep failing
+                # to store (bodies raising or returning error responses). Stop waiting.
+                logger.warning(
+                    "%s: waited %.1f s for the lock of %s; computing without it",
+                    self.name,
+                    lock_timeout,
+                    call.key,
+                )
+                metrics.report_cache(self.name, "miss")
+                return (yield from self.compute(call))
             waited = True
-            yield _Sleep(delay)
+            yield _Sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, _MAX_POLL)
             try:
                 entry = self._read(call, report=False)
@@ -662,17 +674,6 @@ class _CacheAside:
                 metrics.report_lock_wait(self.name, time.monotonic() - started)
                 metrics.report_cache(self.name, "wait")
                 return entry.value()
-            if time.monotonic() - started >= lock_timeout:
-                # The lock keeps being taken by others that never store (bodies failing or
-                # returning error responses): stop waiting and compute for this caller.
-                logger.warning(
-                    "%s: waited %.1f s for the lock of %s; computing without it",
-                    self.name,
-                    lock_timeout,
-                    call.key,
-                )
-                metrics.report_cache(self.name, "miss")
-                return (yield from self.compute(call))
 
     def _read(self, call: _Call, *, report: bool = True) -> _Entry | None:
         raw, generations = call.store.read(call.key, call.tag_keys)
@@ -876,10 +877,6 @@ async def _drive_async(flow: _Flow, body: Callable[[], Awaitable[Any]]) -> Any:
         flow.close()
 
 
-async def _completed(value: Any) -> Any:
-    return value
-
-
 # Process-wide by design: one small pool per process runs background refreshes, so a burst of
 # keys expiring together queues instead of starting a thread per key. Recreated after fork
 # (a pool inherited from a preloading parent has no threads).
@@ -967,32 +964,46 @@ class CachedFunction(Generic[P, R_co]):
             markcoroutinefunction(self)
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        if self._is_async:
+            # Nothing happens until the coroutine is awaited, as with the undecorated function.
+            return cast(R_co, self._call_async(args, kwargs))
         aside = self._aside
         call = aside.prepare(args, kwargs)
         if call is None:
             return cast(R_co, aside.func(*args, **kwargs))
-        entry = aside.first_read(call)
-        early = False
-        if type(entry) is _Entry:
-            # The plain hit, the path that must cost no more than a raw cache.get: inline,
-            # without the generator the other paths need.
-            now = _clock()
-            if now < entry.expiry:
-                early = bool(aside.beta) and _xfetch_early(
-                    now, entry.delta, aside.beta, entry.expiry
-                )
-                if not early:
-                    metrics.report_cache(aside.name, "hit")
-                    if self._is_async:
-                        return cast(R_co, _completed(entry.value()))
-                    return cast(R_co, entry.value())
-        return self._drive(aside.flow(call, entry, early=early), args, kwargs)
+        value, entry, early = self._hit(call)
+        if value is not _NO_HIT:
+            return cast(R_co, value)
+        body = functools.partial(aside.func, *args, **kwargs)
+        return cast(R_co, _drive(aside.flow(call, entry, early=early), body))
 
-    def _drive(self, flow: _Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R_co:
-        body = functools.partial(self._aside.func, *args, **kwargs)
-        if self._is_async:
-            return cast(R_co, _drive_async(flow, body))
-        return cast(R_co, _drive(flow, body))
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        aside = self._aside
+        call = aside.prepare(args, kwargs)
+        if call is None:
+            return await aside.func(*args, **kwargs)
+        value, entry, early = self._hit(call)
+        if value is not _NO_HIT:
+            return value
+        body = functools.partial(aside.func, *args, **kwargs)
+        return await _drive_async(aside.flow(call, entry, early=early), body)
+
+    def _hit(self, call: _Call) -> tuple[Any, _Entry | _Unreachable | None, bool]:
+        """The value of a plain hit (else ``_NO_HIT``), the entry read, and the XFetch draw.
+
+        The plain hit is the path that must cost no more than a raw ``cache.get``: inline,
+        without the generator the other paths need."""
+        aside = self._aside
+        entry = aside.first_read(call)
+        if type(entry) is not _Entry:
+            return _NO_HIT, entry, False
+        now = _clock()
+        if now >= entry.expiry:
+            return _NO_HIT, entry, False
+        if aside.beta and _xfetch_early(now, entry.delta, aside.beta, entry.expiry):
+            return _NO_HIT, entry, True
+        metrics.report_cache(aside.name, "hit")
+        return entry.value(), entry, False
 
     @overload
     def __get__(
@@ -1030,11 +1041,24 @@ class CachedFunction(Generic[P, R_co]):
     def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run the function now and store its value, whatever the cache holds. Same arguments
         as a call; returns the new value."""
+        if self._is_async:
+            return cast(R_co, self._refresh_async(args, kwargs))
         aside = self._aside
         call = aside.prepare(args, kwargs)
         if call is None:
             return cast(R_co, aside.func(*args, **kwargs))
-        return self._drive(aside.compute(call), args, kwargs)
+        return cast(
+            R_co, _drive(aside.compute(call), functools.partial(aside.func, *args, **kwargs))
+        )
+
+    async def _refresh_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        aside = self._aside
+        call = aside.prepare(args, kwargs)
+        if call is None:
+            return await aside.func(*args, **kwargs)
+        return await _drive_async(
+            aside.compute(call), functools.partial(aside.func, *args, **kwargs)
+        )
 
     def __repr__(self) -> str:
         return f"<cache_aside {self._aside.name}>"
