@@ -40,6 +40,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -133,21 +134,22 @@ def make_getter(library: str, port: int, key: str, ttl: float, body: Callable[[]
         )
         return lambda: region.get_or_create(key, body)
     if library == "cacheops":
-        from cacheops import cached_as
+        from cacheops import cached_as  # type: ignore[import-untyped]
         from django.contrib.auth.models import User
 
-        @cached_as(User, timeout=max(1, round(ttl)), lock=True, extra=key)
+        @cached_as(User, timeout=max(1, round(ttl)), lock=True, extra=key)  # type: ignore[untyped-decorator]
         def cacheops_call() -> Any:
             return body()
 
         return cacheops_call
     from resee_perf import cache_aside
 
-    options: dict[str, Any] = {
+    presets: dict[str, dict[str, Any]] = {
         "resee": {},
         "resee +2 tags": {"tags": ["user:{name}:reviews", "user:{name}:contents"]},
         "resee stale": {"stale_ttl": 30.0, "beta": 0.0},
-    }[library]
+    }
+    options = presets[library]
 
     @cache_aside("bench:{name}", ttl=ttl, **options)
     def resee_call(name: str) -> Any:
@@ -377,7 +379,7 @@ def main() -> None:
         f"{arguments.hits} per library; median over all samples "
         f"(statistics.median of raw get: {statistics.median(raw.samples) * 1e6:.1f} us)"
     )
-    print(f"machine: {os.cpu_count()} cores; python {os.sys.version.split()[0]}")  # type: ignore[attr-defined]
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
 
 
 if __name__ == "__main__":
