@@ -35,6 +35,7 @@ import random
 import re
 import secrets
 import string
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
@@ -364,11 +365,10 @@ def _decode(raw: Any) -> _Entry | None:
 
 def _payload(value: Any, where: str) -> tuple[int, Any] | None:
     """What to store for ``value``; None for a response that must not be cached."""
-    try:
-        from rest_framework.response import Response
-    except ImportError:  # pragma: no cover - DRF is not installed
-        Response = None  # type: ignore[assignment,misc]
-    if Response is not None and isinstance(value, Response):
+    # A DRF Response can only exist if DRF is imported already: never import it (a slow
+    # import, on the first miss of a process that may not use DRF at all).
+    drf_response = getattr(sys.modules.get("rest_framework.response"), "Response", None)
+    if drf_response is not None and isinstance(value, drf_response):
         if not 200 <= value.status_code < 300:
             return None
         # The renderer and its Content-Type are chosen per request by DRF after the view
