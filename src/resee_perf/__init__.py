@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from resee_perf.cache import UncacheableValue, cache_aside
 from resee_perf.invalidation import invalidate_objects, invalidate_on, invalidate_tags
+from resee_perf.pool import connection_budget
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "UncacheableValue",
     "__version__",
     "cache_aside",
+    "connection_budget",
     "invalidate_objects",
     "invalidate_on",
     "invalidate_tags",

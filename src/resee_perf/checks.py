@@ -231,15 +231,16 @@ def _deployment_pool_messages(
         )
     except ImproperlyConfigured:
         return []  # E032 reports the invalid pool.
-    messages: list[CheckMessage] = [
-        Warning(
-            str(mismatch),
-            hint="Size the pool to the threads of one process, as "
-            "resee_perf.pool.recommended_database(..., pool=True) does.",
-            id="resee_perf.W033" if mismatch.waiting else "resee_perf.W034",
-        )
-        for mismatch in budget.pool_mismatches
-    ]
+    hint = (
+        "Size the pool to the threads of one process, as "
+        "resee_perf.pool.recommended_database(..., pool=True) does."
+    )
+    messages: list[CheckMessage] = []
+    for mismatch in budget.pool_mismatches:
+        if mismatch.waiting:
+            messages.append(Warning(str(mismatch), hint=hint, id="resee_perf.W033"))
+        else:
+            messages.append(Warning(str(mismatch), hint=hint, id="resee_perf.W034"))
     if deployment.max_connections is None:
         return messages
     usable = budget.capacities(deployment.max_connections, deployment.reserved, partial=True)
