@@ -400,20 +400,19 @@ def saturate(
 def test_the_budget_predicts_which_deployment_fails_under_load(
     cluster: Cluster, example_site: str, tmp_path: Path
 ) -> None:
-    databases = {"default": dict(dj_database_url.parse(APP_URL))}
+    def budget(workers: int, threads: int) -> Any:
+        return connection_budget(
+            web_workers=workers,
+            threads_per_worker=threads,
+            headroom=0,
+            extra_clients={"watcher": {"processes": 1, "django": False}},
+            databases={"default": dict(dj_database_url.parse(APP_URL))},
+        )
+
     watcher = admin(LOAD_DB)  # the superuser that locks and watches: one slot, not ours
-    watcher.autocommit = True
-    monitor = {"monitor": {"processes": 1, "django": False}}
     with held([watcher]):
         # 3 workers x 5 threads = 15, + the watcher = 16 <= 20 - 3 reserved.
-        fit = connection_budget(
-            web_workers=3,
-            threads_per_worker=5,
-            headroom=0,
-            extra_clients=monitor,
-            databases=databases,
-        )
-        assert fit.fits(max_connections=MAX_CONNECTIONS, reserved=SUPERUSER_RESERVED)
+        assert budget(3, 5).fits(max_connections=MAX_CONNECTIONS, reserved=SUPERUSER_RESERVED)
         status, report = budget_command(3, 5)
         assert status == 0, report
         [server] = report["servers"]
@@ -427,16 +426,9 @@ def test_the_budget_predicts_which_deployment_fails_under_load(
         assert fatal == []
 
         # 4 workers x 5 threads = 20, + the watcher = 21 > 17: 4 connections short.
-        over = connection_budget(
-            web_workers=4,
-            threads_per_worker=5,
-            headroom=0,
-            extra_clients=monitor,
-            databases=databases,
-        )
-        assert dict(over.spare(max_connections=MAX_CONNECTIONS, reserved=SUPERUSER_RESERVED)) == {
-            f"127.0.0.1:{PORT}": -4
-        }
+        assert dict(
+            budget(4, 5).spare(max_connections=MAX_CONNECTIONS, reserved=SUPERUSER_RESERVED)
+        ) == {f"127.0.0.1:{PORT}": -4}
         status, report = budget_command(4, 5)
         assert status == 1, report
         [server] = report["servers"]

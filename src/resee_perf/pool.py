@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, cast
@@ -556,25 +556,32 @@ def _check_alias_names(arguments: Mapping[str, Any], databases: Mapping[str, Any
             )
 
 
+def _touching(
+    aliases: Sequence[AliasConnections], clients: Sequence[Client]
+) -> Iterator[tuple[AliasConnections, Client]]:
+    """Each (alias, client) pair where the client's processes use the alias, by alias."""
+    for alias in aliases:
+        for client in clients:
+            if client.aliases is None or alias.alias in client.aliases:
+                yield alias, client
+
+
 def _contributions(
     aliases: Sequence[AliasConnections], clients: Sequence[Client]
 ) -> list[Contribution]:
     contributions = []
-    for alias in aliases:
-        for client in clients:
-            if client.aliases is not None and alias.alias not in client.aliases:
-                continue
-            per_process, how = _per_process(alias, client)
-            contributions.append(
-                Contribution(
-                    server=alias.server,
-                    alias=alias.alias,
-                    client=client.name,
-                    processes=client.processes,
-                    per_process=per_process,
-                    how=f"{client.processes_text} x {how}",
-                )
+    for alias, client in _touching(aliases, clients):
+        per_process, how = _per_process(alias, client)
+        contributions.append(
+            Contribution(
+                server=alias.server,
+                alias=alias.alias,
+                client=client.name,
+                processes=client.processes,
+                per_process=per_process,
+                how=f"{client.processes_text} x {how}",
             )
+        )
     return contributions
 
 
@@ -692,15 +699,12 @@ def _pool_mismatches(
     aliases: Sequence[AliasConnections], clients: Sequence[Client]
 ) -> list[PoolMismatch]:
     mismatches = []
-    for alias in aliases:
-        for client in clients:
-            if alias.pool is None or not client.django:
-                continue
-            if client.aliases is not None and alias.alias not in client.aliases:
-                continue
-            mismatch = PoolMismatch(alias.alias, client.name, client.concurrency, alias.pool)
-            if mismatch.idle or mismatch.waiting:
-                mismatches.append(mismatch)
+    for alias, client in _touching(aliases, clients):
+        if alias.pool is None or not client.django:
+            continue
+        mismatch = PoolMismatch(alias.alias, client.name, client.concurrency, alias.pool)
+        if mismatch.idle or mismatch.waiting:
+            mismatches.append(mismatch)
     return mismatches
 
 
