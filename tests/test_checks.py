@@ -3,9 +3,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from django.core.checks import CheckMessage
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -15,8 +17,8 @@ from resee_perf.checks import check_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ids(messages: list[object]) -> list[str]:
-    return [m.id for m in messages]  # type: ignore[attr-defined]
+def ids(messages: Sequence[CheckMessage]) -> list[str]:
+    return [str(m.id) for m in messages]
 
 
 def test_valid_settings_pass() -> None:

@@ -58,9 +58,11 @@ class _Noop:
 
 
 try:
-    import prometheus_client
-except ImportError:  # pragma: no cover - exercised in the no-extras tox env
-    prometheus_client = None  # type: ignore[assignment]
+    from prometheus_client import Counter, Gauge, Histogram
+
+    _PROMETHEUS = True
+except ImportError:  # pragma: no cover - exercised by scripts/check_wheel.sh (core only)
+    _PROMETHEUS = False
 
 # name -> documentation; docs/metrics.md is checked against it.
 DEFINED: dict[str, str] = {}
@@ -69,25 +71,25 @@ DEFINED: dict[str, str] = {}
 def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> _Counter:
     # prometheus-client exposes a counter as <name>_total.
     DEFINED[f"{name}_total"] = documentation
-    if prometheus_client is None:
+    if not _PROMETHEUS:
         return _Noop()
-    return prometheus_client.Counter(name, documentation, labelnames)
+    return Counter(name, documentation, labelnames)
 
 
 def _histogram(
     name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
 ) -> _Histogram:
     DEFINED[name] = documentation
-    if prometheus_client is None:
+    if not _PROMETHEUS:
         return _Noop()
-    return prometheus_client.Histogram(name, documentation, labelnames, buckets=buckets)
+    return Histogram(name, documentation, labelnames, buckets=buckets)
 
 
 def _gauge(name: str, documentation: str, labelnames: Sequence[str]) -> _Gauge:
     DEFINED[name] = documentation
-    if prometheus_client is None:
+    if not _PROMETHEUS:
         return _Noop()
-    return prometheus_client.Gauge(name, documentation, labelnames)
+    return Gauge(name, documentation, labelnames)
 
 
 # Process-wide by design: prometheus-client registers each metric once per process in its
