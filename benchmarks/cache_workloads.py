@@ -243,12 +243,29 @@ def hot_key(library: str, port: int, seconds: float) -> tuple[int, int, int]:
 
 @dataclass
 class Hits:
-    samples: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)
     commands_per_hit: float = 0.0
 
+    @property
+    def samples(self) -> list[float]:
+        return [sample for samples in self.rounds for sample in samples]
+
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return quantile(self.samples, q)
+
+    def ratio(self, baseline: Hits, q: float) -> tuple[float, float, float]:
+        """Median, min and max over rounds of this round's quantile / the baseline's: the
+        libraries of a round run seconds apart, so load that comes and goes cancels out."""
+        ratios = [
+            quantile(mine, q) / quantile(theirs, q)
+            for mine, theirs in zip(self.rounds, baseline.rounds, strict=True)
+        ]
+        return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def quantile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def commands(admin: redis.Redis) -> int:
@@ -285,7 +302,8 @@ def hits(libraries: list[str], port: int, total: int, rounds: int = 20) -> dict[
     perf_counter = time.perf_counter
     for _ in range(rounds):
         for library, getter in getters.items():
-            samples = results[library].samples
+            samples: list[float] = []
+            results[library].rounds.append(samples)
             for _ in range(per_round):
                 started = perf_counter()
                 getter()
@@ -358,7 +376,7 @@ def main() -> None:
     header = (
         "| library | stampede recomputes | slowest stampede caller (ms) | hot-key recomputes "
         "| hot-key blocked reads (of all) | Redis commands per hit | hit p50 (us) | hit p99 (us) "
-        "| p50 / raw get | p99 / raw get |"
+        "| p50 / raw get (min-max) | p99 / raw get (min-max) |"
     )
     print(header)
     print("|" + " --- |" * header.count(" | ") + " --- |")
@@ -366,18 +384,20 @@ def main() -> None:
         recomputes, slowest, hot_runs, blocked, reads = rows[library]
         hit = latency[library]
         p50, p99 = hit.quantile(0.5), hit.quantile(0.99)
+        r50, r99 = hit.ratio(raw, 0.5), hit.ratio(raw, 0.99)
         print(
             f"| {library} | {recomputes} | {slowest * 1000:.0f} | {hot_runs} | "
             f"{blocked} (of {reads}) | {hit.commands_per_hit:.2f} | {p50 * 1e6:.1f} | "
-            f"{p99 * 1e6:.1f} | {p50 / raw_p50:.2f} | {p99 / raw_p99:.2f} |"
+            f"{p99 * 1e6:.1f} | {r50[0]:.2f} ({r50[1]:.2f}-{r50[2]:.2f}) | "
+            f"{r99[0]:.2f} ({r99[1]:.2f}-{r99[2]:.2f}) |"
         )
     print()
     print(
         f"stampede: {STAMPEDE_PROCESSES} processes x {STAMPEDE_THREADS} threads, "
         f"{STAMPEDE_BODY * 1000:.0f} ms body; hot key: {HOT_THREADS} threads, TTL {HOT_TTL:.0f} s, "
         f"{HOT_BODY * 1000:.0f} ms body, {arguments.hot_seconds:.0f} s; hits: "
-        f"{arguments.hits} per library; median over all samples "
-        f"(statistics.median of raw get: {statistics.median(raw.samples) * 1e6:.1f} us)"
+        f"{arguments.hits} per library in 20 rounds; p50/p99 over all samples, ratios: median "
+        "(and range) over rounds of the round's quantile over the raw get's in that round"
     )
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
 

@@ -191,6 +191,10 @@ class _Template:
         self.names = frozenset(part.root for part in self.parts if isinstance(part, _Field))
 
     def render(self, namespace: dict[str, Any], *, for_key: bool) -> str:
+        if not for_key:
+            # Tags keep their arguments verbatim (tag_key() makes the cache key safe), so
+            # str.format itself renders them, in C.
+            return self.source.format_map(namespace)
         texts: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
