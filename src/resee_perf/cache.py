@@ -668,12 +668,10 @@ class _CacheAside:
             yield _Sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, _MAX_POLL)
             try:
-                entry = self._read(call, report=False)
+                entry = self._reread(call)
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield _RUN)
-            except _Garbage:
-                entry = None
             if entry is not None and _clock() < entry.expiry + self.stale_ttl:
                 metrics.report_lock_wait(self.name, time.monotonic() - started)
                 metrics.report_cache(self.name, "wait")
@@ -691,6 +689,14 @@ class _CacheAside:
         if entry is None or entry.generations != tuple(generations):
             return None
         return entry
+
+    def _reread(self, call: _Call) -> _Entry | None:
+        """Read again (lock waits, checks under the lock): garbage was reported by the first
+        read of the call, and is a missing entry here."""
+        try:
+            return self._read(call, report=False)
+        except _Garbage:
+            return None
 
     def _refresh_or_serve(self, call: _Call, entry: _Entry, result: str) -> _Flow:
         """Start (or run) the refresh of a stale or early-expired entry if nobody else is."""
@@ -712,10 +718,7 @@ class _CacheAside:
         try:
             # Check again: the previous holder may have stored the entry between our read and
             # our SET NX, and computing again would be the double recompute the lock prevents.
-            try:
-                entry = self._read(call, report=False)
-            except _Garbage:
-                entry = None
+            entry = self._reread(call)
             if entry is not None and _clock() < entry.expiry:
                 metrics.report_cache(self.name, "wait" if waited else "hit")
                 return entry.value()
@@ -732,10 +735,7 @@ class _CacheAside:
             # The lock is free again as soon as a refresh has stored its entry, and a reader
             # that saw the old entry just before may take it: refresh only if the entry we
             # saw is still the current one.
-            try:
-                current = self._read(call, report=False)
-            except _Garbage:
-                current = None
+            current = self._reread(call)
             if current is not None and current.expiry > seen.expiry:
                 return current.value()
             return (yield from self.compute(call))
