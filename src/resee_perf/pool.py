@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from resee_perf._deployment import (
@@ -38,6 +39,7 @@ from resee_perf._deployment import (
     named_aliases,
     positive_valid,
 )
+from resee_perf.conf import conf
 
 __all__ = [
     "ConnectionBudget",
@@ -497,8 +499,6 @@ def connection_budget(
         if not spec.valid(value):
             raise ValueError(f"{name} should be {spec.expected}, not {value!r}. {spec.hint}")
     if databases is None:
-        from django.conf import settings
-
         databases = settings.DATABASES
     if replicas is None:
         replicas = _configured_replicas()
@@ -538,10 +538,6 @@ _CLIENT_ARGUMENTS = (
 
 
 def _configured_replicas() -> tuple[str, ...]:
-    from django.conf import settings
-
-    from resee_perf.conf import conf
-
     if not settings.configured:
         return ()  # explicit numbers and databases, outside a project (a notebook, a script)
     return tuple(conf.REPLICAS)
@@ -710,8 +706,6 @@ def _pool_mismatches(
 
 def budget_from_settings(**overrides: Any) -> ConnectionBudget:
     """The budget of this project: ``RESEE_PERF['DEPLOYMENT']``, then ``overrides``."""
-    from resee_perf.conf import conf
-
     deployment = conf.DEPLOYMENT or Deployment()
     arguments = {**deployment.budget_arguments(), **overrides}
     if arguments.get("asgi") is None:
@@ -721,8 +715,6 @@ def budget_from_settings(**overrides: Any) -> ConnectionBudget:
 
 def settings_look_asgi() -> bool:
     """A project that names an ASGI application and no WSGI one is served by ASGI."""
-    from django.conf import settings
-
     return bool(getattr(settings, "ASGI_APPLICATION", None)) and not getattr(
         settings, "WSGI_APPLICATION", None
     )
@@ -787,8 +779,6 @@ def inspect_servers(
 ) -> dict[str, ServerStatus | str]:
     """Ask each server of the budget for its limits and use; an error message if it can't."""
     if databases is None:
-        from django.conf import settings
-
         databases = settings.DATABASES
     results: dict[str, ServerStatus | str] = {}
     for server in budget.servers:
