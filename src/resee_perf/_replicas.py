@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import os
 import threading
@@ -36,6 +37,10 @@ SELECT pg_is_in_recovery(),
             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
        END::float8
 """
+
+
+# Process-wide and never reset, so that no generation is ever handed out twice.
+_generations = itertools.count(1)
 
 
 def parse_lsn(text: str) -> int:
@@ -90,8 +95,9 @@ class _Replica:
         self.alias = alias
         self.lock = threading.Lock()
         self.status: ReplicaStatus | None = None
-        self.generation = 0
-        """Bumped on each failure: Django connections opened before it are dropped."""
+        self.generation = next(_generations)
+        """Changes on each failure (and when the statuses are forgotten): Django connections
+        opened under an older generation may be broken, and are opened afresh."""
         self._wrapper: BaseDatabaseWrapper | None = None
         self._pid = 0
 
@@ -124,7 +130,7 @@ class _Replica:
     def fail(self) -> ReplicaStatus:
         status = ReplicaStatus(up=False, replay_lsn=None, lag=None, checked_at=time.monotonic())
         if self.status is None or self.status.up:
-            self.generation += 1
+            self.generation = next(_generations)
         self.status = status
         report_replica(self.alias, up=False, lag=None)
         return status
