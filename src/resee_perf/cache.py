@@ -50,7 +50,7 @@ from django.db import connections
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.template.response import SimpleTemplateResponse
 
-from resee_perf import metrics
+from resee_perf import _write_positions, metrics
 from resee_perf._breaker import reset_breakers
 from resee_perf._store import Store, Unavailable, forget_stores, store_for
 from resee_perf.conf import (
@@ -762,7 +762,11 @@ class _CacheAside:
             except Unavailable:
                 generations = None
         started = _clock()
-        value = yield _RUN
+        # With replicas (resee_perf._write_positions): read AFTER the generations, the write
+        # positions of the invalidations they reflect; the body's reads go to a replica only
+        # once it has replayed them, so a lagging replica cannot refill an invalidated entry.
+        with _write_positions.reads_after(store.cache, call.tags):
+            value = yield _RUN
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
         delta = max(0.0, _clock() - started)
         metrics.report_recompute(self.name, delta)

@@ -249,7 +249,13 @@ def _joinable(connection: BaseDatabaseWrapper) -> _PendingInvalidation | None:
 
 
 def _bump_or_log(cache: str, tags: list[str]) -> None:
+    # Imported here: _write_positions imports this module.
+    from resee_perf import _write_positions
+
     try:
+        # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
+        # that reads the new generation also finds what a replica must have replayed.
+        _write_positions.record(caches[cache], tags)
         bump_generations(caches[cache], tags)
     except Exception:
         # The write has committed and the database is the source of truth: a cache that is down

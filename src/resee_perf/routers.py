@@ -24,7 +24,7 @@ import functools
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -42,6 +42,7 @@ __all__ = [
     "StickyReplicaRouter",
     "WritePosition",
     "note_write",
+    "require",
     "routing_scope",
     "use_primary",
 ]
@@ -83,6 +84,9 @@ class RoutingScope:
 
 _scope: ContextVar[RoutingScope | None] = ContextVar("resee_perf_routing_scope", default=None)
 _forced: ContextVar[bool] = ContextVar("resee_perf_use_primary", default=False)
+_required: ContextVar[tuple[WritePosition, ...]] = ContextVar(
+    "resee_perf_required_positions", default=()
+)
 
 
 def current_scope() -> RoutingScope:
@@ -112,6 +116,21 @@ def routing_scope(after: WritePosition | None = None) -> Iterator[RoutingScope]:
         yield scope
     finally:
         _scope.reset(token)
+
+
+@contextmanager
+def require(position: WritePosition) -> Iterator[None]:
+    """Reads inside go to a replica only once it has replayed ``position``, else to the
+    primary; on top of the scope's own rules. For the recompute of a cache entry whose tags a
+    write has just invalidated (:mod:`resee_perf._write_positions`)."""
+    token = _required.set((*_required.get(), position))
+    try:
+        yield
+    finally:
+        # A generator-driven caller (cache_aside's flow) may be closed from another context,
+        # where this token means nothing; that context never saw the requirement anyway.
+        with suppress(ValueError):
+            _required.reset(token)
 
 
 class _UsePrimary:
@@ -174,12 +193,18 @@ def _usable(status: _replicas.ReplicaStatus) -> bool:
     return status.up and (status.lag is None or status.lag <= conf.REPLICA_MAX_LAG_SECONDS)
 
 
-def _has_replayed(status: _replicas.ReplicaStatus, after: WritePosition | None) -> bool:
-    if after is None:
-        return True
-    if after.lsn is not None and status.replay_lsn is not None:
-        return status.replay_lsn >= after.lsn
-    return time.time() >= after.written_at + conf.STICKY_SECONDS
+def _has_replayed(
+    status: _replicas.ReplicaStatus, positions: Iterable[WritePosition | None]
+) -> bool:
+    for position in positions:
+        if position is None:
+            continue
+        if position.lsn is not None and status.replay_lsn is not None:
+            if status.replay_lsn < position.lsn:
+                return False
+        elif time.time() < position.written_at + conf.STICKY_SECONDS:
+            return False
+    return True
 
 
 # The generation of the replica's failures when this thread's Django connection to it opened:
@@ -205,16 +230,20 @@ def _connected(alias: str) -> bool:
     return True
 
 
-def _choose_replica(scope: RoutingScope, replicas: list[str]) -> tuple[str, str]:
+def _choose_replica(
+    scope: RoutingScope, replicas: list[str], required: tuple[WritePosition, ...]
+) -> tuple[str, str]:
     statuses = {alias: _replicas.status(alias) for alias in replicas}
     usable = [alias for alias, status in statuses.items() if _usable(status)]
     if not usable:
         return PRIMARY, "no_replica"
-    caught_up = [alias for alias in usable if _has_replayed(statuses[alias], scope.after)]
+    positions = (scope.after, *required)
+    caught_up = [alias for alias in usable if _has_replayed(statuses[alias], positions)]
     if not caught_up:
-        # Stay on the primary for the rest of the scope: a replica that catches up halfway
-        # through a request may still lack what the primary has already shown it.
-        scope.choice = PRIMARY
+        if not required:
+            # Stay on the primary for the rest of the scope: a replica that catches up halfway
+            # through a request may still lack what the primary has already shown it.
+            scope.choice = PRIMARY
         return PRIMARY, "catching_up"
     random.shuffle(caught_up)
     for alias in caught_up:
@@ -238,14 +267,15 @@ def choose_read_alias() -> tuple[str, str]:
     # primary would go to a replica that cannot see the transaction's uncommitted writes.
     if connections[PRIMARY].in_atomic_block:
         return PRIMARY, "atomic"
+    required = _required.get()
     choice = scope.choice
     if choice == PRIMARY:
         return PRIMARY, "catching_up"
-    if choice is not None:
-        if choice in replicas and _usable(_replicas.status(choice)):
+    if choice is not None and choice in replicas:
+        status = _replicas.status(choice)
+        if _usable(status) and _has_replayed(status, required):
             return choice, "replica"
-        scope.choice = None
-    return _choose_replica(scope, replicas)
+    return _choose_replica(scope, replicas, required)
 
 
 def note_write() -> None:

@@ -1,0 +1,100 @@
+"""The cache and the replicas together: a recompute must not fill the cache from a replica that
+has not replayed the write that invalidated the entry.
+
+Without this, a write on the primary bumps a tag's generation after it commits; the next miss
+(any client's, not only the writer's, whose cookie would send it to the primary) reads the new
+generation, runs the body on a lagging replica and stores the old data under the new
+generation, where it is served as current until it expires.
+
+So each invalidation also records, per tag, the primary's WAL position after the write
+(:func:`record`, called by the invalidation just *before* the bump), and a recompute reads those
+positions just *after* the generations and runs its body under them (:func:`reads_after`): the
+router then sends its reads to a replica only once that replica has replayed them. A recompute
+that sees a new generation therefore always sees the position recorded before it.
+
+Both are no-ops unless ``RESEE_PERF['REPLICAS']`` is set. The positions live in the cache next
+to the generations, for ``max(STICKY_SECONDS, REPLICA_MAX_LAG_SECONDS)``: a usable replica has
+replayed the write by then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from django.core.cache import BaseCache
+
+from resee_perf import _replicas
+from resee_perf.conf import conf
+from resee_perf.invalidation import _redis_client, tag_key
+from resee_perf.routers import PRIMARY, WritePosition, require, use_primary
+
+# Keep the larger position: two invalidations of one tag can record theirs out of order.
+_MAX_LUA = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+    local current = tonumber(redis.call('GET', key))
+    local new = tonumber(ARGV[i + 1])
+    if current == nil or current < new then
+        redis.call('SET', key, new, 'PX', ttl)
+    else
+        redis.call('PEXPIRE', key, ttl)
+    end
+end
+"""
+
+
+def position_key(tag: str) -> str:
+    return f"{tag_key(tag)}:lsn"
+
+
+def _lifetime() -> float:
+    return max(conf.STICKY_SECONDS, conf.REPLICA_MAX_LAG_SECONDS)
+
+
+def record(cache: BaseCache, tags: Sequence[str]) -> None:
+    """After a write has committed: the position reads of ``tags``' entries must wait for."""
+    if not tags or not conf.REPLICAS:
+        return
+    lsn = _replicas.primary_lsn(PRIMARY)
+    if lsn is None:
+        return
+    keys = [position_key(tag) for tag in dict.fromkeys(tags)]
+    ttl_ms = math.ceil(_lifetime() * 1000)
+    client = _redis_client(cache)
+    if client is not None:
+        script = client.register_script(_MAX_LUA)
+        script(keys=[cache.make_key(key) for key in keys], args=[ttl_ms, *[lsn] * len(keys)])
+        return
+    # Other backends have no compare-and-set: a concurrent, older position can win this
+    # read-modify-write (docs/routing.md says so).
+    current = cache.get_many(keys)
+    cache.set_many(
+        {key: lsn for key in keys if not isinstance(current.get(key), int) or current[key] < lsn},
+        timeout=ttl_ms / 1000,
+    )
+
+
+@contextmanager
+def reads_after(cache: BaseCache, tags: Sequence[str]) -> Iterator[None]:
+    """Run a recompute's body so that it reads what the last invalidations of ``tags`` wrote.
+
+    To be entered after the tag generations were read. A cache error sends the body to the
+    primary: better one read there than a stale value stored as current.
+    """
+    if not tags or not conf.REPLICAS:
+        yield
+        return
+    try:
+        found = cache.get_many([position_key(tag) for tag in tags])
+    except Exception:
+        with use_primary():
+            yield
+        return
+    positions = [value for value in found.values() if isinstance(value, int)]
+    if not positions:
+        yield
+        return
+    with require(WritePosition(lsn=max(positions), written_at=0.0)):
+        yield
