@@ -6,6 +6,7 @@ from __future__ import annotations
 from resee_perf.cache import UncacheableValue, cache_aside
 from resee_perf.invalidation import invalidate_objects, invalidate_on, invalidate_tags
 from resee_perf.pool import connection_budget
+from resee_perf.routers import use_primary
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "invalidate_objects",
     "invalidate_on",
     "invalidate_tags",
+    "use_primary",
 ]
