@@ -100,3 +100,23 @@ def test_the_router_check_runs_with_manage_py_check() -> None:
         pytest.raises(SystemCheckError, match=r"resee_perf\.E020"),
     ):
         call_command("check")
+
+
+def test_the_example_project_routes_to_its_replica_when_it_has_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.example.test_project import load_settings
+
+    settings = load_settings(
+        monkeypatch,
+        DATABASE_URL="postgres://app@db:5432/resee",
+        REPLICA_DATABASE_URL="postgres://app@replica:5432/resee",
+    )
+    assert settings.DATABASE_ROUTERS == [ROUTER]
+    assert settings.MIDDLEWARE.index(MIDDLEWARE) < settings.MIDDLEWARE.index(SESSIONS)
+    assert settings.RESEE_PERF["REPLICAS"] == ["replica"]
+
+    settings = load_settings(monkeypatch, DATABASE_URL="postgres://app@db:5432/resee")
+    assert not hasattr(settings, "DATABASE_ROUTERS")
+    assert MIDDLEWARE not in settings.MIDDLEWARE
+    assert "REPLICAS" not in settings.RESEE_PERF

@@ -4,8 +4,8 @@ With nothing set, the demo runs on a SQLite file and Django's local-memory cache
 newcomer needs no service. Environment:
 
 - ``DATABASE_URL``: the primary database (default: SQLite ``example_project/db.sqlite3``).
-- ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias. Nothing routes to
-  it yet.
+- ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
+  ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
 - ``DJANGO_DEBUG`` (default on), ``DJANGO_SECRET_KEY`` (a development default),
   ``ALLOWED_HOSTS`` (comma-separated).
@@ -137,3 +137,10 @@ REST_FRAMEWORK = {
 }
 
 RESEE_PERF: dict[str, object] = {}
+
+# With a replica: reads on it, writes on the primary, and each client reads its own writes
+# (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.
+if "replica" in DATABASES:
+    DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
+    MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
+    RESEE_PERF["REPLICAS"] = ["replica"]
