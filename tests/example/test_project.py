@@ -49,6 +49,7 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.CACHES["default"] == {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": "redis://cache:6379/3",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
     }
     assert settings.DEBUG is False
     assert settings.ALLOWED_HOSTS == ["resee.example", "api.resee.example"]
