@@ -34,6 +34,7 @@ from rest_framework.views import APIView
 
 from resee_perf import UncacheableValue, cache_aside
 from resee_perf import cache as cache_module
+from resee_perf._store import store_for
 from resee_perf.invalidation import bump_generations, tag_key
 
 
@@ -705,3 +706,58 @@ def _no_leaked_refresh_threads() -> Iterator[None]:
     yield
     # Background refreshes of this test finish before the next test's settings apply.
     cache_module._refresh_executor().submit(lambda: None).result(10)
+
+
+def test_async_stale_entries_are_refreshed_in_a_task(clock: FakeClock) -> None:
+    count = Counter()
+
+    @cache_aside("async-stale", ttl=10, stale_ttl=30, beta=0)
+    async def value() -> int:
+        await asyncio.sleep(0.01)
+        return count()
+
+    async def main() -> list[int]:
+        first = await value()
+        clock.now += 11
+        stale = await value()  # served at once; the refresh runs in a task
+        await asyncio.sleep(0.2)
+        return [first, stale, await value()]
+
+    assert asyncio.run(main()) == [1, 1, 2]
+
+
+def test_without_the_lock_every_caller_that_misses_computes() -> None:
+    count = Counter()
+    together = threading.Barrier(5)
+
+    @cache_aside("nolock", ttl=60, lock=False)
+    def nolock() -> int:
+        together.wait(5)  # all five are inside the body at once
+        return count()
+
+    threads = [threading.Thread(target=nolock) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert count.runs == 5
+
+
+def test_a_waiter_computes_itself_when_the_lock_stays_taken(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Holders that keep failing to store (a body raising, a 500 response) must not hold
+    waiters forever: after lock_timeout a waiter computes without the lock."""
+
+    @cache_aside("held", ttl=60, lock_timeout=0.2)
+    def held() -> str:
+        return "computed"
+
+    store = store_for("default")
+    lock_key = held.cache_key().replace(":c:", ":l:", 1)
+    assert store.acquire(lock_key, "someone else", 30)
+    with caplog.at_level("WARNING", logger="resee_perf.cache"):
+        assert held() == "computed"
+    assert "computing without it" in caplog.text
+    assert held() == "computed"  # and it was stored
+    store.release(lock_key, "someone else")
