@@ -20,11 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
+from django.dispatch import receiver
 
-from resee_perf.conf import conf
+from resee_perf.conf import SETTING_NAME, conf
 from resee_perf.metrics import report_replica
 
 # Lag is 0 while the replica has replayed everything it received: the age of the last
@@ -77,6 +79,52 @@ def primary_lsn(alias: str = DEFAULT_DB_ALIAS) -> int | None:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """The settings a routing decision reads, as one snapshot: read on every query, they are
+    looked up once and forgotten when ``RESEE_PERF`` changes (``setting_changed``), instead of
+    validated from the settings dict four times per query."""
+
+    replicas: tuple[str, ...]
+    max_lag: float
+    sticky_seconds: float
+    check_interval: float
+    retry_seconds: float
+    check_timeout: float
+
+    @property
+    def write_memory(self) -> float:
+        """How long a write is remembered (the cookie, the positions of invalidated tags): a
+        replica within ``REPLICA_MAX_LAG_SECONDS`` has replayed it by then, and
+        ``STICKY_SECONDS`` is the window where its position is unknown."""
+        return max(self.sticky_seconds, self.max_lag)
+
+
+_settings: RoutingSettings | None = None
+
+
+def routing_settings() -> RoutingSettings:
+    global _settings
+    current = _settings
+    if current is None:
+        current = _settings = RoutingSettings(
+            replicas=tuple(conf.REPLICAS),
+            max_lag=conf.REPLICA_MAX_LAG_SECONDS,
+            sticky_seconds=conf.STICKY_SECONDS,
+            check_interval=conf.REPLICA_CHECK_INTERVAL,
+            retry_seconds=conf.REPLICA_RETRY_SECONDS,
+            check_timeout=conf.REPLICA_CHECK_TIMEOUT,
+        )
+    return current
+
+
+@receiver(setting_changed)
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    global _settings
+    if setting == SETTING_NAME:
+        _settings = None
+
+
+@dataclass(frozen=True)
 class ReplicaStatus:
     up: bool
     replay_lsn: int | None
@@ -104,7 +152,8 @@ class _Replica:
     def fresh(self, status: ReplicaStatus | None, now: float) -> bool:
         if status is None:
             return False
-        interval = conf.REPLICA_CHECK_INTERVAL if status.up else conf.REPLICA_RETRY_SECONDS
+        settings = routing_settings()
+        interval = settings.check_interval if status.up else settings.retry_seconds
         return now - status.checked_at < interval
 
     def check(self) -> ReplicaStatus:
@@ -156,7 +205,7 @@ class _Replica:
             self._pid = os.getpid()
             self._wrapper.ensure_connection()
             if self._wrapper.vendor == "postgresql":
-                timeout_ms = max(1, int(conf.REPLICA_CHECK_TIMEOUT * 1000))
+                timeout_ms = max(1, int(routing_settings().check_timeout * 1000))
                 raw = self._wrapper.connection
                 assert raw is not None
                 with raw.cursor() as cursor:
@@ -171,7 +220,7 @@ class _Replica:
         options.pop("pool", None)
         if "postgresql" in settings_dict["ENGINE"]:
             # libpq's connect_timeout is whole seconds, 2 at least.
-            options["connect_timeout"] = max(2, math.ceil(conf.REPLICA_CHECK_TIMEOUT))
+            options["connect_timeout"] = max(2, math.ceil(routing_settings().check_timeout))
         wrapper: BaseDatabaseWrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
             settings_dict, self.alias
         )

@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from django.core.cache import BaseCache
 
 from resee_perf import _replicas
-from resee_perf.conf import conf
 from resee_perf.invalidation import _redis_client, tag_key
 from resee_perf.routers import PRIMARY, WritePosition, require, use_primary
 
@@ -50,12 +49,12 @@ def position_key(tag: str) -> str:
 
 
 def _lifetime() -> float:
-    return max(conf.STICKY_SECONDS, conf.REPLICA_MAX_LAG_SECONDS)
+    return _replicas.routing_settings().write_memory
 
 
 def record(cache: BaseCache, tags: Sequence[str]) -> None:
     """After a write has committed: the position reads of ``tags``' entries must wait for."""
-    if not tags or not conf.REPLICAS:
+    if not tags or not _replicas.routing_settings().replicas:
         return
     lsn = _replicas.primary_lsn(PRIMARY)
     if lsn is None:
@@ -83,7 +82,7 @@ def reads_after(cache: BaseCache, tags: Sequence[str]) -> Iterator[None]:
     To be entered after the tag generations were read. A cache error sends the body to the
     primary: better one read there than a stale value stored as current.
     """
-    if not tags or not conf.REPLICAS:
+    if not tags or not _replicas.routing_settings().replicas:
         yield
         return
     try:

@@ -32,7 +32,7 @@ _MAX_COOKIE_LENGTH = 256
 def _cookie_lifetime() -> float:
     # Long enough that a replica within REPLICA_MAX_LAG_SECONDS has replayed the write by the
     # time the cookie expires, and STICKY_SECONDS where only the time is known.
-    return max(conf.STICKY_SECONDS, conf.REPLICA_MAX_LAG_SECONDS)
+    return _replicas.routing_settings().write_memory
 
 
 def read_position(request: HttpRequest) -> WritePosition | None:
@@ -60,9 +60,8 @@ def read_position(request: HttpRequest) -> WritePosition | None:
         return None
 
 
-def write_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
-    """Remember, for the client's next requests, that this request wrote (after it committed)."""
-    lsn = _replicas.primary_lsn(PRIMARY)
+def write_cookie(request: HttpRequest, response: HttpResponseBase, lsn: int | None) -> None:
+    """Remember, for the client's next requests, that this request wrote at ``lsn``."""
     payload = {
         "l": None if lsn is None else _replicas.format_lsn(lsn),
         "t": round(time.time(), 3),
@@ -79,6 +78,14 @@ def write_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
 
 class StickyReadsMiddleware:
     """One routing scope per request, and read-your-writes across requests by WAL position."""
+
+    def write_position(self) -> int | None:
+        """The primary's WAL position once the request's writes have committed (None where
+        unknown: the client then reads from the primary for ``STICKY_SECONDS``)."""
+        return _replicas.primary_lsn(PRIMARY)
+
+    def remember_write(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        write_cookie(request, response, self.write_position())
 
     sync_capable = True
     async_capable = True
@@ -101,12 +108,12 @@ class StickyReadsMiddleware:
             if scope.wrote:
                 # The view's transactions have committed by now (ATOMIC_REQUESTS wraps the
                 # view, not the middleware), so the position covers its writes.
-                write_cookie(request, response)
+                self.remember_write(request, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         with routing_scope(read_position(request)) as scope:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             if scope.wrote:
-                await sync_to_async(write_cookie)(request, response)
+                await sync_to_async(self.remember_write)(request, response)
         return response

@@ -35,7 +35,6 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
 
 from resee_perf import _replicas
-from resee_perf.conf import conf
 from resee_perf.metrics import report_route
 
 __all__ = [
@@ -190,7 +189,8 @@ def use_primary(func: Callable[P, R] | None = None) -> _UsePrimary | Callable[P,
 
 
 def _usable(status: _replicas.ReplicaStatus) -> bool:
-    return status.up and (status.lag is None or status.lag <= conf.REPLICA_MAX_LAG_SECONDS)
+    max_lag = _replicas.routing_settings().max_lag
+    return status.up and (status.lag is None or status.lag <= max_lag)
 
 
 def _has_replayed(
@@ -202,7 +202,7 @@ def _has_replayed(
         if position.lsn is not None and status.replay_lsn is not None:
             if status.replay_lsn < position.lsn:
                 return False
-        elif time.time() < position.written_at + conf.STICKY_SECONDS:
+        elif time.time() < position.written_at + _replicas.routing_settings().sticky_seconds:
             return False
     return True
 
@@ -231,7 +231,7 @@ def _connected(alias: str) -> bool:
 
 
 def _choose_replica(
-    scope: RoutingScope, replicas: list[str], required: tuple[WritePosition, ...]
+    scope: RoutingScope, replicas: tuple[str, ...], required: tuple[WritePosition, ...]
 ) -> tuple[str, str]:
     statuses = {alias: _replicas.status(alias) for alias in replicas}
     usable = [alias for alias, status in statuses.items() if _usable(status)]
@@ -260,7 +260,7 @@ def choose_read_alias() -> tuple[str, str]:
     scope = current_scope()
     if scope.wrote_at is not None:
         return PRIMARY, "pinned"
-    replicas = conf.REPLICAS
+    replicas = _replicas.routing_settings().replicas
     if not replicas:
         return PRIMARY, "no_replica"
     # Django routes each query on its own, so without this a read inside atomic() on the
@@ -303,7 +303,7 @@ class StickyReplicaRouter:
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         # Replicas hold the primary's rows, so objects read from any of them may be related.
-        aliases = {PRIMARY, *conf.REPLICAS}
+        aliases = {PRIMARY, *_replicas.routing_settings().replicas}
         if obj1._state.db in aliases and obj2._state.db in aliases:
             return True
         return None
@@ -312,6 +312,6 @@ class StickyReplicaRouter:
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
         # Replicas replay the primary's migrations; None elsewhere lets other routers decide.
-        if db in conf.REPLICAS:
+        if db in _replicas.routing_settings().replicas:
             return False
         return None
