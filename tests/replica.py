@@ -8,18 +8,24 @@ changes the replica restores it in its finalizer, and waits until it has caught 
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connections
 from django.test import override_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
 
+from content.models import Category, Content
 from resee_perf import _replicas
+from review.models import ReviewSchedule
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "replica.sh"
@@ -27,8 +33,31 @@ ALIAS = "replica"
 LOCK_PATH = Path("/tmp/resee-perf-replica-5433.lock")
 LAG_SECONDS = 2.0
 
+T = TypeVar("T")
+
 ROUTER = "resee_perf.routers.StickyReplicaRouter"
 MIDDLEWARE = "resee_perf.middleware.StickyReadsMiddleware"
+
+
+def fresh_context(call: Callable[[], T]) -> T:
+    """Run one request as another worker thread would: with no routing scope around it."""
+    return contextvars.Context().run(call)
+
+
+def api_for(user: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user=user)
+    return client
+
+
+def due_schedule(username: str) -> ReviewSchedule:
+    """A user with one review due today, in the example project."""
+    user = User.objects.create_user(username=username, password="pw")
+    category = Category.objects.create(name=f"c-{username}", slug=f"c-{username}")
+    content = Content.objects.create(title="T", body="B", author=user, category=category)
+    return ReviewSchedule.objects.create(
+        user=user, content=content, next_review_date=timezone.localdate()
+    )
 
 
 def run_script(*args: str) -> None:

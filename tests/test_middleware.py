@@ -8,13 +8,11 @@ only thing that carries a write over to the next request is the cookie.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
-from django.contrib.auth.models import User
 from django.core import signing
 from django.core.cache import caches
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -22,15 +20,21 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncClient, Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
-from django.utils import timezone
-from rest_framework.test import APIClient
 
-from content.models import Category, Content
+from content.models import Category
 from resee_perf import _replicas
 from resee_perf.middleware import read_position
 from resee_perf.routers import choose_read_alias
-from review.models import ReviewSchedule
-from tests.replica import ALIAS, LAG_SECONDS, MIDDLEWARE, Replica, wait_caught_up
+from tests.replica import (
+    ALIAS,
+    LAG_SECONDS,
+    MIDDLEWARE,
+    Replica,
+    api_for,
+    due_schedule,
+    fresh_context,
+    wait_caught_up,
+)
 from tests.settings import MIDDLEWARE as BASE_MIDDLEWARE
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
@@ -105,26 +109,6 @@ def _empty_cache() -> Iterator[None]:
     caches["default"].clear()  # our own Redis database (REDIS_URL)
     yield
     caches["default"].clear()
-
-
-def fresh_context(call: Callable[[], T]) -> T:
-    """Run one request as another worker thread would: with no routing scope around it."""
-    return contextvars.Context().run(call)
-
-
-def due_schedule(username: str) -> ReviewSchedule:
-    user = User.objects.create_user(username=username, password="pw")
-    category = Category.objects.create(name=f"c-{username}", slug=f"c-{username}")
-    content = Content.objects.create(title="T", body="B", author=user, category=category)
-    return ReviewSchedule.objects.create(
-        user=user, content=content, next_review_date=timezone.localdate()
-    )
-
-
-def api_for(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user=user)
-    return client
 
 
 # -- across requests -------------------------------------------------------------------------------

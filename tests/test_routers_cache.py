@@ -8,25 +8,29 @@ the write position recorded with the invalidation can send its recompute to the 
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.test import override_settings
-from django.utils import timezone
-from rest_framework.test import APIClient
 
-from content.models import Category, Content
+from content.models import Category
 from resee_perf import _replicas, _write_positions
 from resee_perf.cache import cache_aside
 from resee_perf.invalidation import invalidate_tags
 from resee_perf.routers import choose_read_alias, routing_scope
-from review.models import ReviewSchedule
-from tests.replica import ALIAS, LAG_SECONDS, MIDDLEWARE, Replica, wait_caught_up
+from tests.replica import (
+    ALIAS,
+    LAG_SECONDS,
+    MIDDLEWARE,
+    Replica,
+    api_for,
+    due_schedule,
+    fresh_context,
+    wait_caught_up,
+)
 from tests.settings import MIDDLEWARE as BASE_MIDDLEWARE
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
@@ -50,25 +54,11 @@ def positions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return bool(request.param == "positions")
 
 
-def fresh_context(call: Callable[[], T]) -> T:
-    return contextvars.Context().run(call)
-
-
-def api_for(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user=user)
-    return client
-
-
 def test_another_device_does_not_cache_what_the_replica_has_not_replayed(
     replica_control: Replica, positions: bool
 ) -> None:
-    user = User.objects.create_user(username="two-devices", password="pw")
-    category = Category.objects.create(name="Cats", slug="cats")
-    content = Content.objects.create(title="T", body="B", author=user, category=category)
-    schedule = ReviewSchedule.objects.create(
-        user=user, content=content, next_review_date=timezone.localdate()
-    )
+    schedule = due_schedule("two-devices")
+    user = schedule.user
     wait_caught_up()
     replica_control.lag(LAG_SECONDS)
     phone, laptop = api_for(user), api_for(user)
@@ -121,8 +111,9 @@ def test_entries_without_a_recent_invalidation_still_recompute_on_the_replica(
             assert choose_read_alias() == (ALIAS, "replica")
 
 
-def test_the_larger_position_is_kept(replica: Replica) -> None:
-    cache = caches["default"]
+@pytest.mark.parametrize("alias", ["default", "locmem"], ids=["redis-lua", "no-compare-and-set"])
+def test_the_larger_position_is_kept(replica: Replica, alias: str) -> None:
+    cache = caches[alias]
     key = _write_positions.position_key("t")
     cache.set(key, 10**15)
     _write_positions.record(cache, ["t"])
@@ -139,19 +130,6 @@ def test_nothing_is_recorded_without_replicas(replica: Replica) -> None:
     with override_settings(RESEE_PERF={}):
         _write_positions.record(cache, ["t"])
     assert cache.get(_write_positions.position_key("t")) is None
-
-
-def test_positions_on_a_cache_without_compare_and_set(replica: Replica) -> None:
-    cache = caches["locmem"]
-    key = _write_positions.position_key("t")
-    cache.set(key, 10**15)
-    _write_positions.record(cache, ["t"])
-    assert cache.get(key) == 10**15
-    cache.delete(key)
-    _write_positions.record(cache, ["t"])
-    recorded = cache.get(key)
-    assert isinstance(recorded, int)
-    assert recorded <= replica.primary_lsn()
 
 
 def test_a_cache_error_sends_the_recompute_to_the_primary(replica: Replica) -> None:
