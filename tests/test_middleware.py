@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.core import signing
@@ -40,7 +40,6 @@ from tests.settings import MIDDLEWARE as BASE_MIDDLEWARE
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 
 COOKIE = "resee_perf_sticky"
-T = TypeVar("T")
 
 
 # -- test views: a write and a read in one request, sync and async -----------------------------

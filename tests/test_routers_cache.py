@@ -9,7 +9,6 @@ the write position recorded with the invalidation can send its recompute to the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
 
 import pytest
 from django.core.cache import caches
@@ -34,8 +33,6 @@ from tests.replica import (
 from tests.settings import MIDDLEWARE as BASE_MIDDLEWARE
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
-
-T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
