@@ -118,13 +118,27 @@ class Replica:
         return replay_lsn()
 
 
+def _first_answer(timeout: float = 10) -> Any:
+    """pg_is_in_recovery() on the replica, which may not have replayed the creation of the
+    test database yet when the session starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _query(ALIAS, "SELECT pg_is_in_recovery()")
+        except Exception:
+            connections[ALIAS].close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def replica_db(django_db_setup: None, django_db_blocker: Any) -> None:
     """The replica is up and has replayed the test database; FAILS (not skips) otherwise:
     CI must exercise the router against a real replica."""
     with django_db_blocker.unblock():
         try:
-            in_recovery = _query(ALIAS, "SELECT pg_is_in_recovery()")
+            in_recovery = _first_answer()
         except Exception as error:
             pytest.fail(
                 f"The streaming replica ({connections[ALIAS].settings_dict['HOST']}:"
