@@ -70,7 +70,14 @@ ensure_primary_allows_replication() {
   hba="$(primary_sql "SHOW hba_file")"
   [ -w "$hba" ] || die "the primary refuses replication connections and $hba is not writable: add 'host replication all 127.0.0.1/32 trust' to it"
   log "adding a replication entry for 127.0.0.1 to $hba and reloading the primary"
-  printf '\n# Added by resee-perf scripts/replica.sh: the local streaming replica.\nhost replication all 127.0.0.1/32 trust\n' >>"$hba"
+  # First in the file: pg_hba.conf is first-match, and Debian's default file already has a
+  # password-only replication line for 127.0.0.1.
+  { printf '# Added by resee-perf scripts/replica.sh: the local streaming replica.\n'
+    printf 'host replication all 127.0.0.1/32 trust\n\n'
+    cat "$hba"; } >"$hba.resee-perf.new"
+  chown --reference="$hba" "$hba.resee-perf.new" 2>/dev/null || true
+  chmod --reference="$hba" "$hba.resee-perf.new"
+  mv "$hba.resee-perf.new" "$hba"
   primary_sql "SELECT pg_reload_conf()" >/dev/null
   wait_until 10 psql -X -q -h "$PGHOST" -p "$PGPORT" -U postgres \
     "dbname=replication replication=true" -c IDENTIFY_SYSTEM || die "the primary still refuses replication connections"
