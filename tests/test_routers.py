@@ -453,3 +453,18 @@ def test_lsn_text_round_trip() -> None:
     assert _replicas.parse_lsn("0/1") < _replicas.parse_lsn("1/0")
     with pytest.raises(ValueError, match="pg_lsn"):
         _replicas.parse_lsn("garbage")
+
+
+def test_replica_health_gauges(replica: Replica) -> None:
+    with override_settings(RESEE_PERF={"REPLICAS": [ALIAS, "replica_unreachable"]}):
+        assert _replicas.status(ALIAS).up
+        assert not _replicas.status("replica_unreachable").up
+
+    def sample(name: str, alias: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"alias": alias})
+
+    assert sample("resee_perf_replica_up", ALIAS) == 1
+    assert sample("resee_perf_replica_up", "replica_unreachable") == 0
+    lag = sample("resee_perf_replica_lag_seconds", ALIAS)
+    assert lag is not None
+    assert 0 <= lag < 5
