@@ -19,5 +19,7 @@ ruff check .
 ruff format --check .
 echo "== mypy" >&2
 mypy
+echo "== docs" >&2
+mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== pytest" >&2
 pytest --create-db --cov --cov-report=term "$@"
