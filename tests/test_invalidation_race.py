@@ -5,8 +5,10 @@
    sees everybody's traffic).
 2. No stale-set race: writers and readers in threads of this process and of spawned processes,
    a reader body that sleeps between its database read and its return; after a write has
-   committed (and its invalidation run), no later read returns an older value. The same harness
-   with a naive get/set-and-delete cache does see stale reads, so the harness can fail.
+   committed (and its invalidation run), no later read returns an older value: with tag
+   invalidation, and with the per-entry ``CachedFunction.invalidate()``. The same harness with a
+   naive get/set-and-delete cache, or with cache_aside invalidated by a plain DEL of its key,
+   does see stale reads, so the harness can fail.
 4. With Redis unreachable during the write, the write commits and the entry written before
    cannot outlive its ttl + stale_ttl.
 
@@ -24,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -33,6 +35,7 @@ from django.db import connections
 from django.test import override_settings
 
 from resee_perf import invalidate_on, invalidate_tags, invalidation
+from resee_perf.cache import CachedFunction
 from resee_perf.invalidation import read_generations, tag_key
 
 # --- a private redis-server -------------------------------------------------------------------
@@ -228,6 +231,10 @@ def _body(category_id: int) -> int:
 
 _readers: dict[str, Callable[[int], int]] = {}
 
+# The variants whose reader is cache_aside without tags, invalidated per entry after the write:
+# by CachedFunction.invalidate(), or by a DEL of its key (what invalidate() used to do).
+PER_ENTRY = ("invalidate", "delete")
+
 
 def _reader_for(variant: str) -> Callable[[int], int]:
     """The cached read under test, made once per process (after Django is set up)."""
@@ -238,6 +245,10 @@ def _reader_for(variant: str) -> Callable[[int], int]:
             _readers[variant] = cache_aside(
                 key="race:{category_id}", ttl=60, tags=["race:{category_id}"]
             )(_body)
+        elif variant in PER_ENTRY:
+            from resee_perf.cache import cache_aside
+
+            _readers[variant] = cache_aside(key=f"race-{variant}:{{category_id}}", ttl=60)(_body)
         elif variant == "generations-after-body":
 
             def late(category_id: int) -> int:
@@ -285,6 +296,12 @@ def _write(variant: str, category_id: int) -> int:
     # Here the commit is done, and so is the on_commit invalidation of the generations variant.
     if variant == "naive":
         caches["default"].delete(f"naive:{category_id}")
+    elif variant in PER_ENTRY:
+        cached = cast(CachedFunction[[int], int], _reader_for(variant))
+        if variant == "invalidate":
+            cached.invalidate(category_id)
+        else:
+            caches["default"].delete(cached.cache_key(category_id))
     return int(category.name)
 
 
@@ -422,8 +439,17 @@ def race(variant: str, writes: int) -> tuple[Tally, Tally]:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_no_stale_read_after_a_committed_write_threads_and_processes() -> None:
-    here, there = race("generations", writes=1000)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # invalidate_on: the write's tags are bumped after its commit.
+        "generations",
+        # today_reviews.invalidate(pk) after the commit: a tombstone, and compare-and-set stores.
+        "invalidate",
+    ],
+)
+def test_no_stale_read_after_a_committed_write_threads_and_processes(variant: str) -> None:
+    here, there = race(variant, writes=1000)
     total = Tally()
     total.add(here)
     total.add(there)
@@ -450,6 +476,9 @@ def test_no_stale_read_after_a_committed_write_threads_and_processes() -> None:
         # Generations and the same after-commit invalidation, but read after the body instead
         # of before: the old value is stored under the new generation and looks current.
         "generations-after-body",
+        # cache_aside, its key deleted after the commit (invalidate() before tombstones): a
+        # reader that found no entry and loaded the old row stores it after the delete.
+        "delete",
     ],
 )
 def test_the_same_harness_catches_a_cache_with_the_race(variant: str) -> None:

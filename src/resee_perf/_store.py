@@ -7,6 +7,11 @@
 - :class:`DjangoStore` for every other backend (locmem, database, memcached): ``get_many`` and
   ``add``, with the weaker guarantees the docs describe.
 
+Entries are stored with a compare-and-set against what the recompute saw before its body ran
+(memcache leases, NSDI 2013), and ``CachedFunction.invalidate()`` replaces an entry by a
+tombstone with a fresh token instead of deleting it: a recompute that read the database before
+an invalidation then fails to store, since the key no longer holds what it saw.
+
 Both turn any backend failure into :class:`Unavailable` after telling the alias's circuit
 breaker, so the caller can fall back to calling the function.
 """
@@ -14,6 +19,8 @@ breaker, so the caller can fall back to calling the function.
 from __future__ import annotations
 
 import functools
+import hashlib
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +43,44 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+# What invalidate() leaves where an entry was: this prefix and a random token, so that no two
+# tombstones are equal and a recompute that saw one can tell whether another replaced it.
+# Entries start with b"rp\x01" (resee_perf.cache), so neither can pass for the other.
+TOMBSTONE = b"rp\x00"
+
+# Stores the entry only if the key still holds what the recompute saw before its body ran
+# (compared by SHA-1, so that a large entry is not sent back). Absent keys use SET NX instead.
+_STORE_IF_UNCHANGED_SCRIPT = """
+local current = redis.call('get', KEYS[1])
+if not current or redis.sha1hex(current) ~= ARGV[1] then
+    return 0
+end
+redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
+return 1
+"""
+
+# Replaces whatever the key holds by a tombstone; 1 if it held something else than a tombstone.
+_BURY_SCRIPT = """
+local old = redis.call('get', KEYS[1])
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+if old and string.sub(old, 1, #ARGV[3]) ~= ARGV[3] then
+    return 1
+end
+return 0
+"""
+
+
+def new_tombstone() -> bytes:
+    return TOMBSTONE + secrets.token_bytes(16)
+
+
+def is_tombstone(raw: object) -> bool:
+    return isinstance(raw, bytes) and raw.startswith(TOMBSTONE)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 class Unavailable(Exception):
@@ -67,7 +112,13 @@ class Store:
         """The raw entry (None when missing) and each tag's generation, in one round trip."""
         raise NotImplementedError
 
-    def write(self, key: str, blob: bytes, timeout: float) -> None:
+    def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
+        """Store ``blob`` only if ``key`` still holds ``seen``, what :meth:`read` returned for
+        it before the value was computed (None: nothing). False if it holds something else."""
+        raise NotImplementedError
+
+    def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
+        """Replace what ``key`` holds by ``tombstone``; True if that was not a tombstone."""
         raise NotImplementedError
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
@@ -75,9 +126,6 @@ class Store:
 
     def release(self, key: str, token: str) -> None:
         raise NotImplementedError
-
-    def delete(self, key: str) -> bool:
-        return self.guarded(lambda: bool(self.cache.delete(key)))
 
 
 def _generation(value: Any) -> int | None:
@@ -99,19 +147,35 @@ class RedisStore(Store):
         self._client = client
         # Tags repeat on every hit; this store lives as long as its cache object.
         self._full_tag_key = functools.lru_cache(maxsize=4096)(cache.make_key)
+        # EVALSHA, loading the script on the first NOSCRIPT (redis-py's Script).
+        self._store_if_unchanged = client.register_script(_STORE_IF_UNCHANGED_SCRIPT)
+        self._bury = client.register_script(_BURY_SCRIPT)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._client.mget(keys))
         return values[0], [_generation(value) for value in values[1:]]
 
-    def write(self, key: str, blob: bytes, timeout: float) -> None:
+    def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         full_key = self.cache.make_key(key)
-        self.guarded(lambda: self._client.set(full_key, blob, px=max(1, int(timeout * 1000))))
+        px = _milliseconds(timeout)
+        if seen is None:
+            return bool(self.guarded(lambda: self._client.set(full_key, blob, px=px, nx=True)))
+        args: list[bytes | str | int] = [
+            hashlib.sha1(seen, usedforsecurity=False).hexdigest(),
+            blob,
+            px,
+        ]
+        return bool(self.guarded(lambda: self._store_if_unchanged(keys=[full_key], args=args)))
+
+    def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
+        full_key = self.cache.make_key(key)
+        args: list[bytes | int] = [tombstone, _milliseconds(timeout), TOMBSTONE]
+        return bool(self.guarded(lambda: self._bury(keys=[full_key], args=args)))
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         full_key = self.cache.make_key(key)
-        px = max(1, int(timeout * 1000))
+        px = _milliseconds(timeout)
         return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
 
     def release(self, key: str, token: str) -> None:
@@ -124,8 +188,29 @@ class DjangoStore(Store):
         found = self.guarded(lambda: self.cache.get_many([key, *tag_keys]))
         return found.get(key), [_generation(found.get(tag)) for tag in tag_keys]
 
-    def write(self, key: str, blob: bytes, timeout: float) -> None:
-        self.guarded(lambda: self.cache.set(key, blob, timeout))
+    def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
+        if seen is None:
+            # add() is atomic on every backend that has one (memcached ADD, locmem's lock).
+            return bool(self.guarded(lambda: self.cache.add(key, blob, timeout)))
+
+        # Django's API has no compare-and-set: compare, then set. An invalidation that lands
+        # between the two is lost (docs/cache.md gives this window); one that landed while the
+        # body ran is not.
+        def compare_and_set() -> bool:
+            if self.cache.get(key) != seen:
+                return False
+            self.cache.set(key, blob, timeout)
+            return True
+
+        return self.guarded(compare_and_set)
+
+    def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
+        def replace() -> bool:
+            old = self.cache.get(key)
+            self.cache.set(key, tombstone, timeout)
+            return old is not None and not is_tombstone(old)
+
+        return self.guarded(replace)
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         return bool(self.guarded(lambda: self.cache.add(key, token, timeout)))

@@ -16,6 +16,12 @@ What a call does (docs/cache.md explains the choices for users):
    tag generations, runs the body and stores the entry; the others poll until it is there.
    A holder that dies or overruns ``lock_timeout`` loses the lock when it expires.
 
+Every store is a compare-and-set against what the key held when the recompute last read it,
+before its body ran; ``invalidate()`` writes a tombstone with a fresh token rather than
+deleting. So a recompute that read the database before a write and its ``invalidate()`` finds
+the key changed and does not store its value (the stale-set race, as tag generations prevent it
+for tags). A tombstone reads as a miss.
+
 Any failure of the cache (down, slow past its socket timeout, garbage) makes the call run the
 body directly; a circuit breaker (:mod:`resee_perf._breaker`) then skips the cache for a while.
 """
@@ -46,13 +52,20 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, cast, overload
 from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
-from django.db import connections
+from django.db import connections, transaction
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.template.response import SimpleTemplateResponse
 
 from resee_perf import _write_positions, metrics
 from resee_perf._breaker import reset_breakers
-from resee_perf._store import Store, Unavailable, forget_stores, store_for
+from resee_perf._store import (
+    TOMBSTONE,
+    Store,
+    Unavailable,
+    forget_stores,
+    new_tombstone,
+    store_for,
+)
 from resee_perf.conf import (
     boolean,
     conf,
@@ -356,6 +369,8 @@ def _decode(raw: Any) -> _Entry | None:
     if raw is None:
         return None
     if not isinstance(raw, bytes) or not raw.startswith(_MAGIC):
+        if isinstance(raw, bytes) and raw.startswith(TOMBSTONE):
+            return None  # invalidated: a miss
         raise _Garbage(f"not an entry: {raw[:16]!r}")
     try:
         entry = _Entry(*pickle.loads(memoryview(raw)[len(_MAGIC) :]))
@@ -474,9 +489,11 @@ _NO_HIT = object()
 
 
 class _Call:
-    """The keys of one call (a plain class: built on every hit, so kept cheap)."""
+    """The keys of one call (a plain class: built on every hit, so kept cheap), and what its
+    last read found at the entry key: the raw value a store must still find there, and the
+    ``time.monotonic()`` just before that read."""
 
-    __slots__ = ("key", "lock_key", "store", "tag_keys", "tags")
+    __slots__ = ("key", "lock_key", "seen", "seen_at", "store", "tag_keys", "tags")
 
     def __init__(
         self,
@@ -491,6 +508,8 @@ class _Call:
         self.tags = tags
         self.tag_keys = tag_keys
         self.store = store
+        self.seen: Any = None
+        self.seen_at = -math.inf  # never read: too old to store over an absent key
 
 
 class _CacheAside:
@@ -561,6 +580,12 @@ class _CacheAside:
 
     def lock_seconds(self) -> float:
         return self.lock_timeout if self.lock_timeout is not None else conf.CACHE_LOCK_TIMEOUT
+
+    def tombstone_seconds(self) -> float:
+        """How long an ``invalidate()`` tombstone lives: twice the store horizon (lock_timeout),
+        so that a recompute that read the key before the tombstone was written and stores within
+        the horizon finds it still there, whatever delays its store command meets."""
+        return 2 * self.lock_seconds()
 
     def refresh_in_background(self) -> bool:
         return conf.CACHE_BACKGROUND_REFRESH if self.background is None else self.background
@@ -678,7 +703,10 @@ class _CacheAside:
                 return entry.value()
 
     def _read(self, call: _Call, *, report: bool = True) -> _Entry | None:
+        before = time.monotonic()
         raw, generations = call.store.read(call.key, call.tag_keys)
+        call.seen = raw
+        call.seen_at = before
         try:
             entry = _decode(raw)
         except _Garbage as error:
@@ -781,9 +809,51 @@ class _CacheAside:
         )
         blob = _encode(entry, self.name)
         if generations is not None:
-            with contextlib.suppress(Unavailable):
-                store.write(call.key, blob, self.ttl + self.stale_ttl)
+            self._store(call, blob)
         return value
+
+    def _store(self, call: _Call, blob: bytes) -> None:
+        """Store the entry only if the key still holds what the last read before the body saw:
+        a write whose ``invalidate()`` (a tombstone) came after that read, or another caller's
+        store, makes this value the older one, and the caller gets it without it being stored."""
+        if call.seen is None and time.monotonic() - call.seen_at >= self.lock_seconds():
+            # An absent key proves nothing after a tombstone's life: one written after our read
+            # may have expired. Past lock_timeout this recompute has lost its lock anyway.
+            logger.warning(
+                "%s: the body ran for over lock_timeout (%.1f s); not storing %s. Raise "
+                "lock_timeout above the slowest body.",
+                self.name,
+                self.lock_seconds(),
+                call.key,
+            )
+            metrics.report_store_skipped(self.name, "slow")
+            return
+        try:
+            stored = call.store.write(call.key, blob, self.ttl + self.stale_ttl, call.seen)
+        except Unavailable:
+            return
+        if not stored:
+            metrics.report_store_skipped(self.name, "changed")
+
+    def bury(self, key: str) -> bool:
+        """Replace the entry at ``key`` by a fresh tombstone: True if it held an entry."""
+        try:
+            return store_for(self.cache_alias()).bury(
+                key, new_tombstone(), self.tombstone_seconds()
+            )
+        except Unavailable:
+            logger.error("%s: could not invalidate %s; it expires with its TTL", self.name, key)
+            return False
+
+    def refreshing_now(self, call: _Call) -> _Flow:
+        """``refresh()``: read what the key holds (a store must still find it there), then
+        compute and store, whatever the key held."""
+        try:
+            self._reread(call)
+        except Unavailable:
+            metrics.report_cache(self.name, "error")
+            return (yield _RUN)
+        return (yield from self.compute(call))
 
 
 def _check_options(
@@ -1035,20 +1105,27 @@ class CachedFunction(Generic[P, R_co]):
         return key
 
     def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
-        """Delete the entry for these arguments (as for :meth:`cache_key`). False if there was
-        none or the cache is unavailable (logged): the entry then expires after its TTL."""
-        aside = self._aside
-        store = store_for(aside.cache_alias())
+        """Invalidate the entry for these arguments (as for :meth:`cache_key`), now and, inside
+        a transaction, again once it commits. True if there was an entry; False if there was
+        none or the cache is unavailable (logged): the entry then expires after its TTL.
+
+        The entry is replaced by a tombstone rather than deleted, so that a recompute that read
+        the database before this call cannot store its older value afterwards."""
         key = self.cache_key(*args, **kwargs)
-        try:
-            return store.delete(key)
-        except Unavailable:
-            logger.error("%s: could not invalidate %s; it expires with its TTL", aside.name, key)
-            return False
+        buried = self._aside.bury(key)
+        for connection in connections.all(initialized_only=True):
+            if connection.in_atomic_block:
+                # Until the commit, other connections read the old rows, and a recompute that
+                # read them stores over this tombstone: bury it again once the write is visible.
+                transaction.on_commit(
+                    functools.partial(self._aside.bury, key), using=connection.alias
+                )
+        return buried
 
     def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
-        """Run the function now and store its value, whatever the cache holds. Same arguments
-        as a call; returns the new value."""
+        """Run the function now and store its value, whatever the cache holds, unless the entry
+        changed while it ran (an :meth:`invalidate`, another store). Same arguments as a call;
+        returns the new value."""
         if self._is_async:
             return cast(R_co, self._refresh_async(args, kwargs))
         aside = self._aside
@@ -1056,7 +1133,8 @@ class CachedFunction(Generic[P, R_co]):
         if call is None:
             return cast(R_co, aside.func(*args, **kwargs))
         return cast(
-            R_co, _drive(aside.compute(call), functools.partial(aside.func, *args, **kwargs))
+            R_co,
+            _drive(aside.refreshing_now(call), functools.partial(aside.func, *args, **kwargs)),
         )
 
     async def _refresh_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -1065,7 +1143,7 @@ class CachedFunction(Generic[P, R_co]):
         if call is None:
             return await aside.func(*args, **kwargs)
         return await _drive_async(
-            aside.compute(call), functools.partial(aside.func, *args, **kwargs)
+            aside.refreshing_now(call), functools.partial(aside.func, *args, **kwargs)
         )
 
     def __repr__(self) -> str:

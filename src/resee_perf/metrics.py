@@ -120,6 +120,13 @@ CACHE_REFRESH_FAILURES = _counter(
     "is served until it expires.",
     ["name"],
 )
+CACHE_STORES_SKIPPED = _counter(
+    "resee_perf_cache_stores_skipped",
+    "Values a cache_aside recompute returned but did not store, by function name and reason "
+    "(changed: an invalidate() or another store reached the key while the body ran; slow: the "
+    "body outran lock_timeout on a key that held nothing).",
+    ["name", "reason"],
+)
 CACHE_BREAKER_OPEN = _gauge(
     "resee_perf_cache_breaker_open",
     "1 while the circuit breaker of a cache alias is open (cache_aside calls functions "
@@ -176,6 +183,11 @@ def report_lock_wait(name: str, seconds: float) -> None:
 def report_refresh_failure(name: str) -> None:
     if conf.METRICS_ENABLED:
         CACHE_REFRESH_FAILURES.labels(name).inc()
+
+
+def report_store_skipped(name: str, reason: str) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_STORES_SKIPPED.labels(name, reason).inc()
 
 
 def report_breaker(cache: str, *, is_open: bool) -> None:
