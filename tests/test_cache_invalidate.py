@@ -23,7 +23,9 @@ from prometheus_client import REGISTRY
 
 from resee_perf import cache as cache_module
 from resee_perf import cache_aside
-from resee_perf._store import TOMBSTONE, store_for
+from resee_perf._store import TOMBSTONE, new_tombstone, store_for, tombstone_position
+from resee_perf.routers import routing_scope
+from tests.replica import Replica
 from tests.test_cache import Counter, FakeClock
 
 T = TypeVar("T")
@@ -343,6 +345,13 @@ def test_store_write_is_a_compare_and_set_and_bury_replaces(alias: str, prefix: 
     assert raw_value(alias, key) == b"c"
 
 
+def test_a_tombstone_may_hold_a_write_position() -> None:
+    assert tombstone_position(new_tombstone(123456789)) == 123456789
+    assert tombstone_position(new_tombstone()) is None
+    assert tombstone_position(b"rp\x01" + b"1" * 30) is None  # an entry
+    assert tombstone_position(None) is None
+
+
 # --- invalidate() inside a transaction ----------------------------------------------------------
 
 
@@ -402,3 +411,42 @@ def test_invalidate_inside_a_transaction_runs_again_after_the_commit(category: i
         rolled_back()
     assert name(category) == "new"  # no second invalidation after a rollback: still cached
     assert count.runs == 4
+
+
+# --- with replicas ------------------------------------------------------------------------------
+
+
+@cache_aside("test:untagged-category-names", ttl=300)
+def category_names() -> list[str]:
+    from content.models import Category
+
+    return sorted(Category.objects.values_list("name", flat=True))
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+@pytest.mark.parametrize("positions", [True, False], ids=["positions", "no-positions"])
+def test_after_invalidate_a_lagging_replica_does_not_refill_the_entry(
+    lagging_replica: Replica,
+    positions: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    prefix: str,
+) -> None:
+    """The tombstone holds the primary's WAL position after the write: the recompute that finds
+    it reads from the primary until the replica has replayed it. Without the position (the
+    proof that the test can fail) the replica's old rows are stored over the tombstone."""
+    from content.models import Category
+
+    settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": prefix}  # the replica's settings
+    if not positions:
+        monkeypatch.setattr(cache_module, "_primary_position", lambda: None)
+    with routing_scope():
+        assert category_names() == []
+    with routing_scope():
+        Category.objects.create(name="New", slug="new-untagged")
+        assert category_names.invalidate() is True
+    position = tombstone_position(raw_value("default", category_names.cache_key()))
+    assert (position is not None and position <= lagging_replica.primary_lsn()) is positions
+    # Another request, with no write of its own.
+    with routing_scope():
+        assert category_names() == (["New"] if positions else [])

@@ -23,7 +23,7 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.core.cache import BaseCache, caches
 
@@ -71,12 +71,26 @@ return 0
 """
 
 
-def new_tombstone() -> bytes:
-    return TOMBSTONE + secrets.token_bytes(16)
+_TOKEN_BYTES = 16
+
+
+def new_tombstone(position: int | None = None) -> bytes:
+    """A tombstone, holding the primary's WAL position after the write when there are replicas
+    (a recompute that finds it must read what that write wrote)."""
+    tombstone = TOMBSTONE + secrets.token_bytes(_TOKEN_BYTES)
+    return tombstone if position is None else tombstone + str(position).encode()
 
 
 def is_tombstone(raw: object) -> bool:
     return isinstance(raw, bytes) and raw.startswith(TOMBSTONE)
+
+
+def tombstone_position(raw: object) -> int | None:
+    """The WAL position in a tombstone; None for anything else or a tombstone without one."""
+    if not is_tombstone(raw):
+        return None
+    digits = cast(bytes, raw)[len(TOMBSTONE) + _TOKEN_BYTES :]
+    return int(digits) if digits.isdigit() else None
 
 
 def _milliseconds(seconds: float) -> int:

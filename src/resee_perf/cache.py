@@ -56,7 +56,7 @@ from django.db import connections, transaction
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.template.response import SimpleTemplateResponse
 
-from resee_perf import _write_positions, metrics
+from resee_perf import _replicas, _write_positions, metrics
 from resee_perf._breaker import reset_breakers
 from resee_perf._store import (
     TOMBSTONE,
@@ -65,6 +65,7 @@ from resee_perf._store import (
     forget_stores,
     new_tombstone,
     store_for,
+    tombstone_position,
 )
 from resee_perf.conf import (
     boolean,
@@ -76,6 +77,7 @@ from resee_perf.conf import (
     positive_number,
 )
 from resee_perf.invalidation import read_generations, tag_key
+from resee_perf.routers import PRIMARY, WritePosition, require
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "UncacheableValue", "cache_aside"]
 
@@ -793,7 +795,10 @@ class _CacheAside:
         # With replicas (resee_perf._write_positions): read AFTER the generations, the write
         # positions of the invalidations they reflect; the body's reads go to a replica only
         # once it has replayed them, so a lagging replica cannot refill an invalidated entry.
-        with _write_positions.reads_after(store.cache, call.tags):
+        with (
+            _write_positions.reads_after(store.cache, call.tags),
+            _reads_after_tombstone(call.seen),
+        ):
             value = yield _RUN
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
         delta = max(0.0, _clock() - started)
@@ -837,10 +842,9 @@ class _CacheAside:
 
     def bury(self, key: str) -> bool:
         """Replace the entry at ``key`` by a fresh tombstone: True if it held an entry."""
+        tombstone = new_tombstone(_primary_position())
         try:
-            return store_for(self.cache_alias()).bury(
-                key, new_tombstone(), self.tombstone_seconds()
-            )
+            return store_for(self.cache_alias()).bury(key, tombstone, self.tombstone_seconds())
         except Unavailable:
             logger.error("%s: could not invalidate %s; it expires with its TTL", self.name, key)
             return False
@@ -854,6 +858,28 @@ class _CacheAside:
             metrics.report_cache(self.name, "error")
             return (yield _RUN)
         return (yield from self.compute(call))
+
+
+def _primary_position() -> int | None:
+    """With replicas, the primary's WAL position now (after the write an ``invalidate()``
+    follows; None inside a transaction, whose commit buries again)."""
+    if not _replicas.routing_settings().replicas:
+        return None
+    return _replicas.primary_lsn(PRIMARY)
+
+
+@contextlib.contextmanager
+def _reads_after_tombstone(seen: Any) -> Iterator[None]:
+    """With replicas: a recompute that found an ``invalidate()`` tombstone reads from a replica
+    only once it has replayed the write before it, as tag invalidations do with
+    :mod:`resee_perf._write_positions`; else a lagging replica would refill the entry with the
+    old rows, and the compare-and-set would store them over the tombstone."""
+    position = tombstone_position(seen)
+    if position is None:
+        yield
+        return
+    with require(WritePosition(lsn=position, written_at=0.0)):
+        yield
 
 
 def _check_options(
