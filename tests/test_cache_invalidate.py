@@ -86,14 +86,16 @@ class Database:
             self._written.wait(5)
         return title
 
-    def race(self, call: Callable[[], T], write: Callable[[], object]) -> T:
-        """Run ``call`` in a thread; when its body has read, ``write``; return its result."""
+    def race(self, call: Callable[[], T], invalidate: Callable[[], object]) -> T:
+        """Run ``call`` in a thread; when its body has read, write "new" and ``invalidate``;
+        return what ``call`` returned."""
         self.hold()
         results: list[T] = []
         thread = threading.Thread(target=lambda: results.append(call()))
         thread.start()
         assert self._read.wait(5), "the body did not run"
-        write()
+        self.title = "new"
+        invalidate()
         self._written.set()
         thread.join(5)
         assert results, "the call did not return"
@@ -182,11 +184,8 @@ def test_a_miss_that_read_before_invalidate_returns_its_value_but_does_not_store
     runs = database.runs.runs
     changed = skipped(name, "changed")
 
-    def write() -> None:
-        database.title = "new"
-        title.invalidate(1)
-
-    assert database.race(lambda: title(1), write) == "old"  # its caller gets what it read
+    # The caller gets what its body read, and the cache does not.
+    assert database.race(lambda: title(1), lambda: title.invalidate(1)) == "old"
     assert skipped(name, "changed") == changed + 1
     assert title(1) == "new"  # the tombstone stayed: the next read recomputes
     assert title(1) == "new"
@@ -203,8 +202,7 @@ def test_without_an_invalidation_the_recompute_is_stored(alias: str) -> None:
 
     title.invalidate(1)
     assert database.race(lambda: title(1), lambda: None) == "old"
-    database.title = "new"
-    assert title(1) == "old"  # stored over the tombstone it saw
+    assert title(1) == "old"  # stored over the tombstone it saw (nothing invalidated it)
     assert database.runs.runs == 1
 
 
@@ -218,11 +216,7 @@ def test_refresh_that_read_before_invalidate_does_not_store(alias: str) -> None:
 
     assert title(1) == "old"
 
-    def write() -> None:
-        database.title = "new"
-        title.invalidate(1)
-
-    assert database.race(lambda: title.refresh(1), write) == "old"
+    assert database.race(lambda: title.refresh(1), lambda: title.invalidate(1)) == "old"
     assert title(1) == "new"
     assert title.refresh(1) == "new"  # and without a race, refresh() stores
     database.title = "newer"
@@ -244,12 +238,8 @@ def test_a_background_refresh_that_read_before_invalidate_does_not_store(
     clock.now += 11
     changed = skipped(name, "changed")
 
-    def write() -> None:
-        database.title = "new"
-        title.invalidate(1)
-
     # The caller is served the stale entry at once; the refresh runs in a pool thread.
-    assert database.race(lambda: title(1), write) == "old"
+    assert database.race(lambda: title(1), lambda: title.invalidate(1)) == "old"
     wait_for_release(alias, title.cache_key(1).replace(":c:", ":l:", 1))
     assert skipped(name, "changed") == changed + 1
     assert title(1) == "new"  # invalidated: never served stale
@@ -269,11 +259,7 @@ def test_an_early_refresh_that_read_before_invalidate_does_not_store(
     clock.now += 9  # 0.5 s before expiry; draw 0.999: -0.5 * ln(0.001) = 3.5 s of head start
     monkeypatch.setattr(cache_module, "_random", lambda: 0.999)
 
-    def write() -> None:
-        database.title = "new"
-        title.invalidate(1)
-
-    assert database.race(lambda: title(1), write) == "old"
+    assert database.race(lambda: title(1), lambda: title.invalidate(1)) == "old"
     wait_for_release("default", title.cache_key(1).replace(":c:", ":l:", 1))
     monkeypatch.setattr(cache_module, "_random", lambda: 0.0)
     assert title(1) == "new"
