@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db.utils import DEFAULT_DB_ALIAS, ConnectionHandler
+from django.db.utils import DEFAULT_DB_ALIAS, ConnectionHandler, ProgrammingError
 from django.test import override_settings
 
 from resee_perf.conf import conf
 from resee_perf.pool import (
     Deployment,
+    PoolUnavailable,
     budget_from_settings,
     connection_budget,
     recommended_database,
 )
 
 PG = "django.db.backends.postgresql"
+
+native_pool_only = pytest.mark.skipif(
+    django.VERSION < (5, 1), reason="Django's native pool is Django 5.1+"
+)
+before_native_pool_only = pytest.mark.skipif(
+    django.VERSION >= (5, 1), reason="Django 5.1+ has the native pool"
+)
 
 
 def db(host: str = "db1", port: int | str = 5432, **extra: Any) -> dict[str, Any]:
@@ -179,6 +189,7 @@ def test_celery_pools(celery_pool: Any, processes: int, per_process: int) -> Non
     assert (celery.processes, celery.per_process) == (processes, per_process)
 
 
+@native_pool_only
 def test_extra_clients_count_django_processes_and_plain_connections() -> None:
     databases = {
         "default": db("primary", OPTIONS={"pool": {"min_size": 2, "max_size": 4}}),
@@ -230,6 +241,7 @@ def pooled(pool: Any, **extra: Any) -> dict[str, Any]:
     return {"default": db(OPTIONS={"pool": pool}, **extra)}
 
 
+@native_pool_only
 def test_a_pool_holds_per_process_not_per_thread() -> None:
     budget = connection_budget(
         web_workers=4,
@@ -243,6 +255,7 @@ def test_a_pool_holds_per_process_not_per_thread() -> None:
     assert budget.pool_mismatches == ()
 
 
+@native_pool_only
 def test_pool_true_holds_psycopg_defaults_even_in_single_threaded_processes() -> None:
     budget = connection_budget(
         celery_workers=2, celery_concurrency=3, headroom=0, databases=pooled(True)
@@ -254,6 +267,7 @@ def test_pool_true_holds_psycopg_defaults_even_in_single_threaded_processes() ->
     assert "holds 3 connections it can never use" in str(mismatch)
 
 
+@native_pool_only
 def test_a_pool_smaller_than_the_threads_makes_them_wait() -> None:
     budget = connection_budget(
         web_workers=2,
@@ -272,6 +286,7 @@ def test_a_falsy_pool_is_no_pool_as_in_django() -> None:
     assert budget.contributions[0].how == "1 worker x 3 threads x 1 connection"
 
 
+@native_pool_only
 @pytest.mark.parametrize(
     ("pool", "message"),
     [
@@ -288,6 +303,33 @@ def test_an_impossible_pool_is_a_configuration_error(pool: Any, message: str) ->
         connection_budget(web_workers=1, databases=pooled(pool))
     with pytest.raises(ImproperlyConfigured, match=message):
         connection_budget(web_workers=1, databases=pooled(pool))
+
+
+@before_native_pool_only
+@pytest.mark.django_db
+def test_before_django_51_a_pool_is_a_configuration_error_not_a_pool() -> None:
+    from django.conf import settings
+
+    with pytest.raises(PoolUnavailable, match=r"\['pool'\] is set, but .* needs Django 5\.1"):
+        connection_budget(web_workers=1, databases=pooled({"min_size": 2, "max_size": 2}))
+    # Why it is an error and not a smaller budget: this Django hands the option to psycopg,
+    # so every connection fails at the first query.
+    with_pool = {**settings.DATABASES[DEFAULT_DB_ALIAS], "OPTIONS": {"pool": True}}
+    connection: Any = ConnectionHandler({DEFAULT_DB_ALIAS: with_pool})[DEFAULT_DB_ALIAS]
+    with pytest.raises(ProgrammingError, match='invalid connection option "pool"'):
+        connection.ensure_connection()
+
+
+@native_pool_only
+def test_a_pool_without_psycopg_pool_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A None entry in sys.modules is how Python spells "this module cannot be imported".
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    with pytest.raises(PoolUnavailable, match="psycopg_pool is not installed"):
+        connection_budget(web_workers=1, databases=pooled(True))
+    with pytest.raises(PoolUnavailable, match="psycopg_pool is not installed"):
+        recommended_database(db(), threads_per_worker=2, pool=True)
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -379,6 +421,7 @@ def test_recommended_persistent_configuration() -> None:
     assert base["OPTIONS"] == {"options": "-c search_path=app", "sslmode": "prefer"}
 
 
+@native_pool_only
 def test_recommended_pool_is_one_connection_per_thread_and_fits_its_budget() -> None:
     result = recommended_database(db(CONN_MAX_AGE=600), threads_per_worker=4, pool=True)
     assert result["CONN_MAX_AGE"] == 0
@@ -393,12 +436,22 @@ def test_recommended_pool_is_one_connection_per_thread_and_fits_its_budget() -> 
 def test_recommended_settings_reject_impossible_input() -> None:
     with pytest.raises(ValueError, match="threads_per_worker should be a positive integer"):
         recommended_database(db(), threads_per_worker=0)
+
+
+@native_pool_only
+def test_recommended_pool_rejects_a_pool_larger_than_the_server() -> None:
     with pytest.raises(ValueError, match="larger than the server"):
         recommended_database(db(), threads_per_worker=40, pool=True, max_connections=40)
 
 
+@before_native_pool_only
+def test_recommended_pool_before_django_51_says_what_to_use_instead() -> None:
+    with pytest.raises(PoolUnavailable, match=r"needs Django 5\.1 or newer .* Pass pool=False"):
+        recommended_database(db(), threads_per_worker=4, pool=True)
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("pool", [False, pytest.param(True, marks=native_pool_only)])
 def test_recommended_settings_work_against_postgresql(pool: bool) -> None:
     from django.conf import settings
 
@@ -413,7 +466,13 @@ def test_recommended_settings_work_against_postgresql(pool: bool) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SHOW statement_timeout")
             assert cursor.fetchone() == ("1500ms",)
-        assert (connection.pool is not None) is pool
+        if pool:
+            assert connection.pool is not None
+        else:
+            assert getattr(connection, "pool", None) is None  # no such attribute before 5.1
+            # Persistent: what Django does at the end of a request keeps the connection.
+            connection.close_if_unusable_or_obsolete()
+            assert connection.connection is not None
     finally:
         connection.close()
         if pool:

@@ -22,7 +22,7 @@ from resee_perf.checks import (
     connection_budget_messages,
     connection_messages,
 )
-from tests.test_pool import databases_setting
+from tests.test_pool import before_native_pool_only, databases_setting, native_pool_only
 
 PG = "django.db.backends.postgresql"
 
@@ -49,10 +49,19 @@ def ids(found: list[Any]) -> list[str]:
     return [message.id for message in found]
 
 
-def test_a_sound_configuration_passes_both() -> None:
+@pytest.mark.parametrize(
+    "replica",
+    [
+        pytest.param({"CONN_MAX_AGE": 0}, id="closing"),
+        pytest.param(
+            {"OPTIONS": {"pool": {"min_size": 4, "max_size": 4}}}, id="pool", marks=native_pool_only
+        ),
+    ],
+)
+def test_a_sound_configuration_passes_both(replica: dict[str, Any]) -> None:
     databases = {
         "default": db(CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True),
-        "replica": db("replica", OPTIONS={"pool": {"min_size": 4, "max_size": 4}}),
+        "replica": db("replica", **replica),
     }
     deployment = {"web_workers": 4, "threads_per_worker": 4, "max_connections": 100}
     assert messages(databases, deployment) == []
@@ -96,6 +105,7 @@ def test_e030_makes_manage_py_check_fail() -> None:
 # -- E031-E034: pools ------------------------------------------------------------------------
 
 
+@native_pool_only
 def test_e031_pool_with_persistent_connections() -> None:
     [error] = messages({"default": db(CONN_MAX_AGE=60, OPTIONS={"pool": True})})
     assert error.id == "resee_perf.E031"
@@ -103,19 +113,29 @@ def test_e031_pool_with_persistent_connections() -> None:
     assert messages({"default": db(CONN_MAX_AGE=0, OPTIONS={"pool": True})}) == []
 
 
+@native_pool_only
 def test_e032_impossible_pool_sizes() -> None:
     [error] = messages({"default": db(OPTIONS={"pool": {"min_size": 8, "max_size": 4}})})
     assert error.id == "resee_perf.E032"
     assert "DATABASES['default']['OPTIONS']['pool']['max_size']" in error.msg
 
 
-def test_e033_pool_needs_django_51(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(django, "VERSION", (4, 2, 20, "final", 0))
+@before_native_pool_only
+def test_e033_pool_needs_django_51() -> None:
     [error] = messages({"default": db(OPTIONS={"pool": True})})
     assert error.id == "resee_perf.E033"
-    assert "needs Django 5.1" in error.msg
+    assert error.msg == (
+        "DATABASES['default']['OPTIONS']['pool'] is set, but Django's native pool needs "
+        f"Django 5.1 or newer (this is {django.get_version()})."
+    )
+    # A pool that cannot exist is reported once, whatever else is wrong with it.
+    databases = {"default": db(CONN_MAX_AGE=60, OPTIONS={"pool": {"min_size": 8, "max_size": 4}})}
+    assert ids(messages(databases, {"web_workers": 2, "threads_per_worker": 8})) == [
+        "resee_perf.E033"
+    ]
 
 
+@native_pool_only
 def test_e033_pool_needs_psycopg_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     # A None entry in sys.modules is how Python spells "this module cannot be imported".
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
@@ -124,6 +144,7 @@ def test_e033_pool_needs_psycopg_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "psycopg_pool is not installed" in error.msg
 
 
+@native_pool_only
 def test_e034_pool_larger_than_its_server() -> None:
     databases = {"default": db(OPTIONS={"pool": {"min_size": 1, "max_size": 50}})}
     [error] = messages(databases, {"max_connections": 50, "reserved": 3})
@@ -132,6 +153,7 @@ def test_e034_pool_larger_than_its_server() -> None:
     assert messages(databases, {"max_connections": 53, "reserved": 3}) == []
 
 
+@native_pool_only
 def test_w033_pool_smaller_than_the_threads() -> None:
     databases = {"default": db(OPTIONS={"pool": {"min_size": 1, "max_size": 2}})}
     [warning] = messages(databases, {"web_workers": 2, "threads_per_worker": 8})
@@ -139,6 +161,7 @@ def test_w033_pool_smaller_than_the_threads() -> None:
     assert "6 threads can wait" in warning.msg
 
 
+@native_pool_only
 def test_w034_pool_min_size_above_the_threads() -> None:
     databases = {"default": db(OPTIONS={"pool": True})}
     [warning] = messages(databases, {"celery_workers": 1, "celery_concurrency": 4})
@@ -149,11 +172,21 @@ def test_w034_pool_min_size_above_the_threads() -> None:
 # -- W031, W032: known-bad combinations ------------------------------------------------------
 
 
-def test_w031_persistent_connections_under_asgi() -> None:
-    databases = {"default": db(CONN_MAX_AGE=60), "pooled": db("b", OPTIONS={"pool": True})}
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param({"CONN_MAX_AGE": 0}, id="closing"),
+        pytest.param({"OPTIONS": {"pool": True}}, id="pool", marks=native_pool_only),
+    ],
+)
+def test_w031_persistent_connections_under_asgi(other: dict[str, Any]) -> None:
+    databases = {"default": db(CONN_MAX_AGE=60), "other": db("b", **other)}
     [warning] = messages(databases, asgi=True)
     assert warning.id == "resee_perf.W031"
     assert "DATABASES['default']" in warning.msg
+    # The way out depends on the Django: its native pool, or a pooler in front.
+    fix = "PgBouncer" if django.VERSION < (5, 1) else "use OPTIONS['pool']"
+    assert fix in warning.hint
     assert messages(databases, asgi=False) == []
     # The deployment's own statement wins over what the settings look like.
     assert ids(messages(databases, {"asgi": True}, asgi=False)) == ["resee_perf.W031"]

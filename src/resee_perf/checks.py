@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import django
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.cache import BaseCache, caches
@@ -116,6 +114,11 @@ def connection_messages(
             continue
         try:
             described = pool.read_alias(alias, settings_dict)
+        except pool.PoolUnavailable as error:
+            # Nothing else about this pool matters (sizes, CONN_MAX_AGE): it cannot exist.
+            hint = "Remove OPTIONS['pool'] and use CONN_MAX_AGE, or upgrade."
+            messages.append(Error(str(error), hint=hint, id="resee_perf.E033"))
+            continue
         except ImproperlyConfigured as error:
             hint = "psycopg_pool needs 0 <= min_size <= max_size and max_size >= 1."
             messages.append(Error(str(error), hint=hint, id="resee_perf.E032"))
@@ -176,21 +179,14 @@ def _alias_messages(
                 id="resee_perf.E031",
             )
         )
-    if alias.pool is not None and (problem := pool_unsupported()):
-        hint = "Remove OPTIONS['pool'] and use CONN_MAX_AGE, or upgrade."
-        messages.append(
-            Error(
-                f"{where}['OPTIONS']['pool'] is set, but {problem}", hint=hint, id="resee_perf.E033"
-            )
-        )
     if asgi and alias.persistent:
         messages.append(
             Warning(
                 f"{where} uses persistent connections (CONN_MAX_AGE={alias.conn_max_age!r}) "
                 "under ASGI, where Django runs each request's synchronous code in a new "
                 "thread: connections are not reused and are not closed when the request ends.",
-                hint="Set CONN_MAX_AGE to 0 and use OPTIONS['pool'] (Django 5.1+), as Django's "
-                "database documentation recommends for ASGI.",
+                hint=f"{pool.asgi_advice()}: Django's database documentation says to "
+                "disable persistent connections under ASGI.",
                 id="resee_perf.W031",
             )
         )
@@ -213,15 +209,6 @@ def _alias_messages(
     return messages
 
 
-def pool_unsupported() -> str | None:
-    """Why Django's native pool cannot work here, or None."""
-    if django.VERSION < (5, 1):
-        return "Django's native pool needs Django 5.1 or newer."
-    if importlib.util.find_spec("psycopg_pool") is None:
-        return "psycopg_pool is not installed (pip install 'resee-perf[postgres]')."
-    return None
-
-
 def _deployment_pool_messages(
     databases: Mapping[str, Mapping[str, Any]], deployment: Deployment, *, asgi: bool
 ) -> list[CheckMessage]:
@@ -230,7 +217,7 @@ def _deployment_pool_messages(
             **{**deployment.budget_arguments(), "asgi": asgi}, databases=databases
         )
     except ImproperlyConfigured:
-        return []  # E032 reports the invalid pool.
+        return []  # E032 or E033 reports the pool.
     hint = (
         "Size the pool to the threads of one process, as "
         "resee_perf.pool.recommended_database(..., pool=True) does."
@@ -290,7 +277,7 @@ def connection_budget_messages(
             **{**deployment.budget_arguments(), "asgi": asgi}, databases=databases
         )
     except ImproperlyConfigured:
-        return messages  # E032 reports the invalid pool.
+        return messages  # E032 or E033 reports the pool.
     # Asking the servers is opt-in: `check --deploy` often runs where they are unreachable.
     statuses = (
         pool.inspect_servers(budget, databases=databases, timeout=timeout)

@@ -10,7 +10,10 @@ The model (docs/connections.md explains it with examples):
 - With Django's native psycopg pool (``OPTIONS["pool"]``, Django 5.1+), each *process* has one
   pool per alias, and threads borrow from it. psycopg opens ``min_size`` connections up front and
   grows only while a thread waits, up to ``max_size``; so a process holds
-  ``max(min_size, min(max_size, concurrency))`` connections to that alias.
+  ``max(min_size, min(max_size, concurrency))`` connections to that alias. Before Django 5.1
+  there is no such pool: Django hands ``OPTIONS["pool"]`` to psycopg as a connection parameter,
+  which psycopg refuses, so a pool there is a configuration error (:class:`PoolUnavailable`),
+  not a pool the budget could count.
 - ``max_connections`` is per server (a PostgreSQL cluster), so aliases pointing at the same
   host and port add up, even with different database names.
 """
@@ -18,6 +21,7 @@ The model (docs/connections.md explains it with examples):
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +29,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -45,6 +50,7 @@ __all__ = [
     "ConnectionBudget",
     "Contribution",
     "Deployment",
+    "PoolUnavailable",
     "ServerBudget",
     "ServerStatus",
     "ServerVerdict",
@@ -60,6 +66,22 @@ ServerKind = Literal["primary", "replica", "pooler"]
 # psycopg_pool.ConnectionPool's defaults: min_size=4, max_size=None (meaning min_size).
 PSYCOPG_POOL_MIN_SIZE = 4
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+NATIVE_POOL_DJANGO = (5, 1)
+
+
+class PoolUnavailable(ImproperlyConfigured):
+    """Django's native pool is configured or asked for where it cannot exist."""
+
+
+def native_pool_unavailable() -> str | None:
+    """Why Django's native psycopg pool cannot work in this environment, or None."""
+    if django.VERSION < NATIVE_POOL_DJANGO:
+        # Django before 5.1 passes OPTIONS["pool"] through to psycopg.connect(), which
+        # refuses it at the first query: 'invalid connection option "pool"'.
+        return f"Django's native pool needs Django 5.1 or newer (this is {django.get_version()})."
+    if importlib.util.find_spec("psycopg_pool") is None:
+        return "psycopg_pool is not installed (pip install 'resee-perf[postgres]')."
+    return None
 
 
 # -- what one DATABASES alias costs ----------------------------------------------------------
@@ -128,12 +150,18 @@ def server_address(settings_dict: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def read_pool(alias: str, value: Any) -> PoolSize | None:
-    """``OPTIONS["pool"]`` as Django reads it: falsy is no pool, True is psycopg's defaults."""
+    """``OPTIONS["pool"]`` as Django reads it: falsy is no pool, True is psycopg's defaults.
+
+    Raises :class:`PoolUnavailable` for a pool this environment cannot create (Django before
+    5.1, or no psycopg_pool): Django would fail at the first query, so there is nothing to count.
+    """
     if not value:
         return None
+    where = f"DATABASES[{alias!r}]['OPTIONS']['pool']"
+    if problem := native_pool_unavailable():
+        raise PoolUnavailable(f"{where} is set, but {problem}")
     if value is True:
         return PoolSize(PSYCOPG_POOL_MIN_SIZE, PSYCOPG_POOL_MIN_SIZE)
-    where = f"DATABASES[{alias!r}]['OPTIONS']['pool']"
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(
             f"{where} should be True or a dict of psycopg_pool.ConnectionPool arguments, "
@@ -651,10 +679,20 @@ def _notes(
             notes.append(
                 f"Alias {alias.alias!r} keeps persistent connections under ASGI: Django runs "
                 "each request's synchronous code in its own thread, so connections are not "
-                "reused and can outlive the request. This count is a lower bound; use "
-                "OPTIONS['pool'] (resee_perf.W031)."
+                "reused and can outlive the request. This count is a lower bound. "
+                f"{asgi_advice()} (resee_perf.W031)."
             )
     return notes
+
+
+def asgi_advice() -> str:
+    """What bounds connections under ASGI with this Django: its native pool, or a pooler."""
+    if django.VERSION < NATIVE_POOL_DJANGO:
+        return (
+            "Set CONN_MAX_AGE to 0, and put PgBouncer in front if a connection per request "
+            "is too slow (Django's native OPTIONS['pool'] needs Django 5.1+)"
+        )
+    return "Set CONN_MAX_AGE to 0 and use OPTIONS['pool']"
 
 
 @dataclass(frozen=True)
@@ -966,11 +1004,21 @@ def recommended_database(
     connection per thread, so a process holds what the budget counts, and a thread that
     cannot get one fails after ``pool_timeout`` seconds instead of hanging. Both set
     libpq's ``connect_timeout`` and a server-side ``statement_timeout``.
+
+    ``pool=True`` where the native pool cannot exist (Django before 5.1, or no psycopg_pool)
+    raises :class:`PoolUnavailable` rather than quietly returning persistent connections: the
+    budget of a pool and of persistent connections differ under ASGI and in single-threaded
+    processes, so the caller must choose.
     """
     if not positive_valid(threads_per_worker):
         raise ValueError(
             f"threads_per_worker should be a positive integer, not {threads_per_worker!r}: "
             "pass gunicorn's --threads (1 for sync workers)."
+        )
+    if pool and (problem := native_pool_unavailable()):
+        raise PoolUnavailable(
+            f"recommended_database(pool=True): {problem} Pass pool=False for persistent "
+            "connections checked before reuse, or put PgBouncer in front."
         )
     if max_connections is not None and threads_per_worker > max_connections - reserved:
         raise ValueError(
