@@ -10,7 +10,7 @@ within each round, so drift hits them alike; compare ratios, not absolute number
     .venv/bin/python -m benchmarks.connections [--rounds 3] [--seconds 8] [--workers 2]
         [--threads 4] [--clients 16]
 
-Not a test: nothing is asserted.
+Not a test: nothing is asserted. On Django before 5.1 (no native pool) the pool is left out.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import dj_database_url
 
-from resee_perf.pool import connection_budget, recommended_database
+from resee_perf.pool import connection_budget, native_pool_unavailable, recommended_database
 from tests.test_pool_live import (
     APP_ROLE,
     APP_URL,
@@ -43,7 +43,8 @@ from tests.test_pool_live import (
     wait_until,
 )
 
-STRATEGIES = ("close", "persistent", "pool")
+# Django's native pool needs Django 5.1+ (and psycopg_pool): without it, two strategies.
+STRATEGIES = ("close", "persistent") + (("pool",) if native_pool_unavailable() is None else ())
 
 
 @dataclass(frozen=True)
