@@ -136,7 +136,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
 }
 
-RESEE_PERF: dict[str, object] = {}
+RESEE_PERF: dict[str, object] = {
+    # The kill switch (docs/cache.md): RESEE_CACHE_ENABLED=0 runs every cached view and
+    # function directly, to measure the same build with caching off and on.
+    "CACHE_ENABLED": _env_bool("RESEE_CACHE_ENABLED", default=True),
+}
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes
 # (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.

@@ -24,6 +24,7 @@ for tags). A tombstone reads as a miss.
 
 Any failure of the cache (down, slow past its socket timeout, garbage) makes the call run the
 body directly; a circuit breaker (:mod:`resee_perf._breaker`) then skips the cache for a while.
+``RESEE_PERF['CACHE_ENABLED'] = False`` skips it on every call (invalidations keep running).
 """
 
 from __future__ import annotations
@@ -578,7 +579,7 @@ class _CacheAside:
             _declared_aliases[self.name] = cache
 
     def cache_alias(self) -> str:
-        return self.alias if self.alias is not None else _hot_settings()[1]
+        return self.alias if self.alias is not None else _hot_settings().alias
 
     def lock_seconds(self) -> float:
         return self.lock_timeout if self.lock_timeout is not None else conf.CACHE_LOCK_TIMEOUT
@@ -615,23 +616,26 @@ class _CacheAside:
                     template.render(namespace, for_key=False) for template in self.tag_templates
                 )
             )
-        return f"{_hot_settings()[0]}:c:{self.version}:{body}", tags
+        return f"{_hot_settings().prefix}:c:{self.version}:{body}", tags
 
     def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """The keys of this call, or None when the cache must be skipped."""
+        hot = _hot_settings()
+        if not hot.enabled:
+            metrics.report_cache(self.name, "bypass")
+            return None
         if self.arguments.is_view:
             request = self.arguments.request(args, kwargs)
             if request is not None and request.method not in _SAFE_METHODS:
                 metrics.report_cache(self.name, "bypass")
                 return None
-        store = store_for(self.cache_alias())
+        store = store_for(self.alias if self.alias is not None else hot.alias)
         if not store.breaker.allow():
             metrics.report_cache(self.name, "bypass")
             return None
         key, tags = self.key_and_tags(args, kwargs, helper=False)
         lock_key = key.replace(":c:", ":l:", 1)
-        prefix = _hot_settings()[0]
-        return _Call(key, lock_key, tags, tuple(_tag_key(prefix, tag) for tag in tags), store)
+        return _Call(key, lock_key, tags, tuple(_tag_key(hot.prefix, tag) for tag in tags), store)
 
     # --- the flows ---
 
@@ -1137,7 +1141,9 @@ class CachedFunction(Generic[P, R_co]):
 
         The entry is replaced by a tombstone rather than deleted, so that a recompute that read
         the database before this call cannot store its older value afterwards."""
-        key = self.cache_key(*args, **kwargs)
+        return self._invalidate_key(self.cache_key(*args, **kwargs))
+
+    def _invalidate_key(self, key: str) -> bool:
         buried = self._aside.bury(key)
         for connection in connections.all(initialized_only=True):
             if connection.in_atomic_block:
@@ -1151,12 +1157,14 @@ class CachedFunction(Generic[P, R_co]):
     def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run the function now and store its value, whatever the cache holds, unless the entry
         changed while it ran (an :meth:`invalidate`, another store). Same arguments as a call;
-        returns the new value."""
+        returns the new value. With ``CACHE_ENABLED`` False: runs the function and invalidates
+        the entry instead of storing."""
         if self._is_async:
             return cast(R_co, self._refresh_async(args, kwargs))
         aside = self._aside
         call = aside.prepare(args, kwargs)
         if call is None:
+            self._invalidate_while_disabled(args, kwargs)
             return cast(R_co, aside.func(*args, **kwargs))
         return cast(
             R_co,
@@ -1167,10 +1175,19 @@ class CachedFunction(Generic[P, R_co]):
         aside = self._aside
         call = aside.prepare(args, kwargs)
         if call is None:
+            self._invalidate_while_disabled(args, kwargs)
             return await aside.func(*args, **kwargs)
         return await _drive_async(
             aside.refreshing_now(call), functools.partial(aside.func, *args, **kwargs)
         )
+
+    def _invalidate_while_disabled(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """With ``CACHE_ENABLED`` False, ``refresh()`` stores nothing, yet its caller is saying
+        the data changed: invalidate the entry instead, or switching caching back on would
+        serve it (as tag invalidations keep running while disabled)."""
+        if not _hot_settings().enabled:
+            key, _tags = self._aside.key_and_tags(args, kwargs, helper=False)
+            self._invalidate_key(key)
 
     def __repr__(self) -> str:
         return f"<cache_aside {self._aside.name}>"
@@ -1228,17 +1245,23 @@ def cache_aside(
     return decorate
 
 
-# KEY_PREFIX and CACHE_ALIAS are needed on every hit, where reading them through conf (a
-# settings lookup and a validation each) was a measurable share of the latency. Read once,
-# dropped whenever Django reports a settings change (override_settings, pytest-django's
+class _HotSettings(NamedTuple):
+    prefix: str
+    alias: str
+    enabled: bool
+
+
+# KEY_PREFIX, CACHE_ALIAS and CACHE_ENABLED are needed on every hit, where reading them through
+# conf (a settings lookup and a validation each) was a measurable share of the latency. Read
+# once, dropped whenever Django reports a settings change (override_settings, pytest-django's
 # `settings`), so they behave like conf's read-on-access for every caller.
-_hot: tuple[str, str] | None = None
+_hot: _HotSettings | None = None
 
 
-def _hot_settings() -> tuple[str, str]:
+def _hot_settings() -> _HotSettings:
     global _hot
     if _hot is None:
-        _hot = (conf.KEY_PREFIX, conf.CACHE_ALIAS)
+        _hot = _HotSettings(conf.KEY_PREFIX, conf.CACHE_ALIAS, conf.CACHE_ENABLED)
     return _hot
 
 

@@ -105,6 +105,16 @@ OPTIONS: dict[str, Option] = {
         expected="a positive integer",
         doc="Consecutive cache failures (per alias and process) that open the circuit breaker.",
     ),
+    "CACHE_ENABLED": Option(
+        default=True,
+        validate=boolean,
+        expected="True or False",
+        doc=(
+            "The kill switch of `cache_aside`. False: every call runs the function, without "
+            "touching the cache (`bypass`); invalidations keep running, so that switching it "
+            "back on serves no entry that a write made stale meanwhile."
+        ),
+    ),
     "CACHE_LOCK_TIMEOUT": Option(
         default=10.0,
         validate=positive_number,
@@ -256,6 +266,10 @@ class Settings:
     @property
     def CACHE_BREAKER_THRESHOLD(self) -> int:
         return cast(int, self.get("CACHE_BREAKER_THRESHOLD"))
+
+    @property
+    def CACHE_ENABLED(self) -> bool:
+        return cast(bool, self.get("CACHE_ENABLED"))
 
     @property
     def CACHE_LOCK_TIMEOUT(self) -> float:

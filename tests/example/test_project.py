@@ -15,7 +15,13 @@ EXAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "example_project"
 
 
 def load_settings(monkeypatch: pytest.MonkeyPatch, **environ: str) -> ModuleType:
-    for name in ("DATABASE_URL", "REPLICA_DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG"):
+    for name in (
+        "DATABASE_URL",
+        "REPLICA_DATABASE_URL",
+        "REDIS_URL",
+        "DJANGO_DEBUG",
+        "RESEE_CACHE_ENABLED",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
@@ -31,7 +37,7 @@ def test_defaults_need_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
     assert settings.DEBUG is True
     assert "resee_perf" in settings.INSTALLED_APPS
-    assert settings.RESEE_PERF == {}
+    assert settings.RESEE_PERF == {"CACHE_ENABLED": True}
 
 
 def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,6 +48,7 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         REDIS_URL="redis://cache:6379/3",
         DJANGO_DEBUG="false",
         ALLOWED_HOSTS="resee.example, api.resee.example",
+        RESEE_CACHE_ENABLED="0",
     )
     assert settings.DATABASES["default"]["HOST"] == "db"
     assert settings.DATABASES["replica"]["HOST"] == "replica"
@@ -53,6 +60,7 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     assert settings.DEBUG is False
     assert settings.ALLOWED_HOSTS == ["resee.example", "api.resee.example"]
+    assert settings.RESEE_PERF["CACHE_ENABLED"] is False
 
 
 def test_the_test_settings_mirror_the_api_settings(monkeypatch: pytest.MonkeyPatch) -> None:
