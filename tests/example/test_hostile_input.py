@@ -189,18 +189,25 @@ def fuzz_objects(user: User, make_schedule: MakeSchedule) -> tuple[ReviewSchedul
     object_id=st.sampled_from(["own", "own-content"]) | st.integers(-5, 10**25),
     body=json_bodies,
     query=query_strings,
+    key=st.none() | hostile_text,
 )
-@example(endpoint=ENDPOINTS[1], object_id="own", body={"result": "\ud800"}, query="")
+@example(endpoint=ENDPOINTS[1], object_id="own", body={"result": "\ud800"}, query="", key=None)
 @example(
     endpoint=ENDPOINTS[4],
     object_id="own",
     body={"category": 1.5, "title": "t", "body": "b"},
     query="",
+    key=None,
 )
+@example(endpoint=ENDPOINTS[1], object_id="own", body={"result": "forgot"}, query="", key="k\x00")
 @example(
-    endpoint=ENDPOINTS[4], object_id="own", body={"category": 1e300, "title": "t\x00"}, query=""
+    endpoint=ENDPOINTS[4],
+    object_id="own",
+    body={"category": 1e300, "title": "t\x00"},
+    query="",
+    key=None,
 )
-@example(endpoint=ENDPOINTS[3], object_id="own", body=None, query="page=%00")
+@example(endpoint=ENDPOINTS[3], object_id="own", body=None, query="page=%00", key=None)
 def test_no_endpoint_answers_500(
     client: APIClient,
     fuzz_objects: tuple[ReviewSchedule, ReviewSchedule],
@@ -208,16 +215,20 @@ def test_no_endpoint_answers_500(
     object_id: str | int,
     body: Any,
     query: str,
+    key: str | None,
 ) -> None:
     schedule = fuzz_objects[0]
     pk = {"own": schedule.pk, "own-content": schedule.content_id}.get(str(object_id), object_id)
     method, url = endpoint
     url = url.format(id=pk) + (f"?{query}" if query else "")
     raw = json.dumps(body).encode()  # ensure_ascii: lone surrogates travel as \ud800 escapes
+    headers = {} if key is None else {"Idempotency-Key": key}
     if method == "get":
-        response = client.get(url)
+        response = client.get(url, headers=headers)
     else:
-        response = getattr(client, method)(url, raw, content_type="application/json")
+        response = getattr(client, method)(
+            url, raw, content_type="application/json", headers=headers
+        )
     assert response.status_code < 500, (url, raw, response.content)
 
 
