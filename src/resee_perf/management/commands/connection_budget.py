@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from resee_perf import pool
-from resee_perf._deployment import CeleryPool, Deployment
+from resee_perf._deployment import BUDGET_FIELDS, CeleryPool, Deployment
 from resee_perf.conf import conf
 
 EXIT_OVER_BUDGET = 1
@@ -172,16 +172,12 @@ class Command(BaseCommand):
             )
 
     def _overrides(self, options: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
-        names = (
-            "web_workers",
-            "threads_per_worker",
-            "asgi",
-            "celery_workers",
-            "celery_concurrency",
-            "celery_pool",
-            "headroom",
-        )
-        overrides = {name: options[name] for name in names if options[name] is not None}
+        # The deployment's fields with an option of the same name (--extra merges instead).
+        overrides = {
+            name: options[name]
+            for name in BUDGET_FIELDS
+            if name != "extra_clients" and options.get(name) is not None
+        }
         if options["extra"]:
             overrides["extra_clients"] = {**deployment.extra_clients, **dict(options["extra"])}
         return overrides
