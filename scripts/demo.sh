@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/bootstrap.sh all example
+# The debug pages (and the development SECRET_KEY) are for this localhost server only; the
+# project defaults to DEBUG off.
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 cd example_project
 python manage.py migrate --no-input -v 0
 python manage.py seed_demo --flush --users "${DEMO_USERS:-20}" --contents "${DEMO_CONTENTS:-2000}" \

@@ -54,13 +54,13 @@ def test_non_dict_raises_improperly_configured() -> None:
 
 @pytest.mark.parametrize("value", [True, -1, float("nan"), float("inf"), "3", None])
 def test_numbers_reject_bools_negatives_and_non_finite(value: object) -> None:
-    from resee_perf.conf import non_negative_number
+    from resee_perf._validators import non_negative_number
 
     assert not non_negative_number(value)
 
 
 @pytest.mark.parametrize("value", [0, 0.5, 15])
 def test_numbers_accept_non_negative(value: object) -> None:
-    from resee_perf.conf import non_negative_number
+    from resee_perf._validators import non_negative_number
 
     assert non_negative_number(value)

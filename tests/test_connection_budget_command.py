@@ -111,7 +111,7 @@ def test_bad_numbers_are_command_errors() -> None:
         run("--extra=cron", "--offline")
 
 
-def test_strict_exits_2_when_no_server_can_be_asked() -> None:
+def test_exits_2_when_no_server_can_be_asked_even_without_strict() -> None:
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     env.update(
         DJANGO_SETTINGS_MODULE="resee.settings",
@@ -119,7 +119,7 @@ def test_strict_exits_2_when_no_server_can_be_asked() -> None:
         DATABASE_URL="postgres://postgres@127.0.0.1:1/resee",
     )
     result = subprocess.run(
-        [sys.executable, "manage.py", "connection_budget", "--web-workers=1", "--strict"],
+        [sys.executable, "manage.py", "connection_budget", "--web-workers=1"],
         cwd=ROOT / "example_project",
         env=env,
         capture_output=True,
@@ -128,4 +128,60 @@ def test_strict_exits_2_when_no_server_can_be_asked() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "unknown: OperationalError" in result.stdout
-    assert "Capacity unknown for 127.0.0.1:1" in result.stderr
+    assert "Could not ask 127.0.0.1:1 (OperationalError" in result.stderr
+
+
+def test_strict_exits_2_when_a_capacity_is_unknown_offline() -> None:
+    assert "unknown: no max_connections given" in run("--web-workers=1", "--offline")
+    with pytest.raises(CommandError, match=r"Capacity unknown for 127\.0\.0\.1:5432") as raised:
+        run("--web-workers=1", "--offline", "--strict")
+    assert raised.value.returncode == 2
+
+
+def test_max_connections_0_is_refused_not_ignored() -> None:
+    with pytest.raises(CommandError, match="--max-connections should be a positive integer, not 0"):
+        run("--web-workers=1", "--offline", "--max-connections=0")
+
+
+def test_reserved_at_or_above_max_connections_is_an_error() -> None:
+    with pytest.raises(CommandError, match=r"--reserved \(10\) should be less than"):
+        run("--web-workers=1", "--offline", "--max-connections=10", "--reserved=10")
+    with pytest.raises(CommandError, match="--reserved should be a non-negative integer"):
+        run("--web-workers=1", "--offline", "--max-connections=10", "--reserved=-1")
+
+
+def test_no_deployment_cannot_be_assessed() -> None:
+    """Not "needs 0, fits": a budget of nothing must not pass a deploy gate."""
+    with (
+        override_settings(RESEE_PERF={}),
+        pytest.raises(CommandError, match="Cannot assess") as raised,
+    ):
+        run("--offline", "--max-connections=100")
+    assert raised.value.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"PORT": 1}, "OperationalError"),
+        ({"NAME": "no_such_database_resee"}, "does not exist"),
+        ({"USER": "no_such_role_resee"}, "does not exist"),
+    ],
+    ids=["unreachable", "wrong-database", "unknown-role"],
+)
+def test_a_server_that_cannot_be_asked_exits_2_without_strict(
+    change: dict[str, Any], error: str
+) -> None:
+    server = dict(
+        dj_database_url.parse(
+            os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+        )
+    )
+    # Even with a configured limit to fall back on: the deployment would not connect either.
+    with (
+        databases_setting({"default": {**server, **change}}),
+        pytest.raises(CommandError, match="Could not ask") as raised,
+    ):
+        run("--web-workers=1", "--max-connections=100", "--timeout=2")
+    assert raised.value.returncode == 2
+    assert error in str(raised.value)

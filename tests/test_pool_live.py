@@ -199,6 +199,8 @@ def example_env(settings: str = "resee.settings", path: str = "") -> dict[str, s
         DATABASE_URL=APP_URL,
         DJANGO_SETTINGS_MODULE=settings,
         DJANGO_DEBUG="0",
+        # DEBUG off has no default key, and logins (the load's session) sign with it.
+        DJANGO_SECRET_KEY="tests-only-not-secret",
         ALLOWED_HOSTS="127.0.0.1",
         PYTHONPATH=path,
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from content.models import Category, Content
+from resee.api import StrictPrimaryKeyRelatedField
 
 
 class CategorySerializer(serializers.ModelSerializer[Category]):
@@ -12,7 +13,7 @@ class CategorySerializer(serializers.ModelSerializer[Category]):
 
 
 class ContentSerializer(serializers.ModelSerializer[Content]):
-    category = serializers.PrimaryKeyRelatedField(queryset=Category.objects.all())
+    category = StrictPrimaryKeyRelatedField(queryset=Category.objects.all())
     category_name = serializers.CharField(source="category.name", read_only=True)
 
     class Meta:

@@ -43,7 +43,7 @@ from django.utils.text import slugify
 
 from content.models import Category, Content
 from review import ladder
-from review.models import ReviewHistory, ReviewSchedule
+from review.models import CompletionKey, ReviewHistory, ReviewSchedule
 
 DEMO_PASSWORD: Final = "demo"
 DEMO_USERNAME_REGEX: Final = r"^user[0-9]{4,}$"
@@ -239,9 +239,11 @@ def has_demo_data(using: str = "default") -> bool:
 
 
 def flush(using: str = "default") -> None:
-    """Delete every category, content, schedule and review, and the demo users."""
+    """Delete every category, content, schedule, review and completion key, and the demo
+    users."""
     connection = connections[using]
-    tables = [model._meta.db_table for model in (ReviewHistory, ReviewSchedule, Content, Category)]
+    flushed = (CompletionKey, ReviewHistory, ReviewSchedule, Content, Category)
+    tables = [model._meta.db_table for model in flushed]
     quoted = [connection.ops.quote_name(table) for table in tables]
     with transaction.atomic(using=using), connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -7,8 +7,9 @@ newcomer needs no service. Environment:
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
-- ``DJANGO_DEBUG`` (default on), ``DJANGO_SECRET_KEY`` (a development default),
-  ``ALLOWED_HOSTS`` (comma-separated).
+- ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
+  ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
+  (comma-separated).
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def _env_list(name: str, default: list[str]) -> list[str]:
     return items or default
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "django-insecure-resee-demo-only"
-DEBUG = _env_bool("DJANGO_DEBUG", default=True)
+# Off unless asked for: a debug page prints the settings, the Redis URL's password among them.
+DEBUG = _env_bool("DJANGO_DEBUG", default=False)
+# A published key only for a debug run on a developer's machine. Otherwise empty, which Django
+# refuses at the first use; resee.wsgi and resee.asgi use it at startup to fail there instead.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or (
+    "django-insecure-resee-demo-only" if DEBUG else ""
+)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
@@ -111,6 +117,25 @@ if _redis_url := os.environ.get("REDIS_URL"):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Django logs a 500's traceback on "django.request", but its default configuration sends it
+# to the console only with DEBUG on (and by mail to ADMINS otherwise): with DEBUG off, a 500
+# would leave no trace. Tracebacks go to stderr, whatever DEBUG says.
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "plain",
+        }
+    },
+    "loggers": {
+        "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+    },
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -127,8 +152,14 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
+    # Hostile input (NUL, lone surrogates, deep nesting) is a 400, not a 500: resee/api.py.
+    "DEFAULT_PARSER_CLASSES": [
+        "resee.api.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.BasicAuthentication",
+        "resee.api.StrictBasicAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -6,6 +6,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from resee.startup import require_secret_key
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "resee.settings")
 
 application = get_wsgi_application()
+require_secret_key()

@@ -66,3 +66,35 @@ class ReviewHistory(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}/{self.content_id} {self.result} at {self.reviewed_at}"
+
+
+class CompletionKey(models.Model):
+    """A review completion already recorded under a client's ``Idempotency-Key``.
+
+    A client that retries after a timeout sends the same key; the view finds this row and
+    answers with the first response instead of recording a second review. A table with a
+    unique constraint rather than Redis: two racing requests meet at the constraint (the second
+    waits for the first's transaction), and the guarantee holds when Redis is down.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        # The unique constraint starts with user.
+        db_index=False,
+    )
+    key = models.CharField(max_length=255)
+    # A digest of what the key was first used for (schedule and result): the same key with
+    # another request is the client's bug, refused rather than answered with the wrong reply.
+    fingerprint = models.CharField(max_length=64)
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="review_completion_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}/{self.key}"

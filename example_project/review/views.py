@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-from django.db import transaction
+import hashlib
+import re
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,7 +16,7 @@ from rest_framework.views import APIView
 from resee.users import authenticated_user
 from resee_perf import cache_aside
 from review import ladder
-from review.models import ReviewHistory
+from review.models import CompletionKey, ReviewHistory
 from review.queries import due_schedules, schedules_with_content
 from review.serializers import CompleteReviewSerializer, ScheduleSerializer
 
@@ -39,15 +45,29 @@ class TodayView(APIView):
 
 
 class CompleteView(APIView):
-    """Record a review of one of the user's active schedules and move it on the ladder."""
+    """Record a review of one of the user's active schedules and move it on the ladder.
+
+    With an ``Idempotency-Key`` header, a retry with the same key (a client that timed out
+    and sent again) records nothing and gets the first response again, with
+    ``Idempotent-Replayed: true``; the same key with another schedule or result is a 422.
+    """
 
     def post(self, request: Request, schedule_id: int) -> Response:
         user = authenticated_user(request)
+        key = idempotency_key(request)
         payload = CompleteReviewSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         result = ReviewHistory.Result(payload.validated_data["result"])
+        fingerprint = hashlib.sha256(f"{schedule_id}:{result.value}".encode()).hexdigest()
         now = timezone.now()
         with transaction.atomic():
+            if key is not None:
+                # First, so that a retry racing this request waits here, at the constraint,
+                # until this transaction ends: then it finds the answer or, if this one failed
+                # and rolled back, records the review itself.
+                claimed = _claim(user, key, fingerprint)
+                if claimed is not None:
+                    return _replay(claimed, fingerprint)
             # Lock only the schedule row, not the joined content and category: two
             # completions of one schedule (a double click) must apply one after the other.
             schedule = get_object_or_404(
@@ -66,4 +86,46 @@ class CompleteView(APIView):
             schedule.interval_index = step.interval_index
             schedule.next_review_date = step.next_review_date
             schedule.save(update_fields=["interval_index", "next_review_date"])
-        return Response(ScheduleSerializer(schedule).data)
+            data = ScheduleSerializer(schedule).data
+            if key is not None:
+                CompletionKey.objects.filter(user=user, key=key).update(response=data)
+        return Response(data)
+
+
+# Printable ASCII: what a client library puts there (a UUID, mostly), and nothing that could
+# upset the database (NUL) or a log line.
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY.fullmatch(key):
+        raise ValidationError(
+            {"Idempotency-Key": ["Should be 1 to 255 printable ASCII characters, e.g. a UUID."]}
+        )
+    return key
+
+
+def _claim(user: User, key: str, fingerprint: str) -> CompletionKey | None:
+    """Take ``key`` for this request, or return the completion that already holds it."""
+    try:
+        with transaction.atomic():
+            CompletionKey.objects.create(user=user, key=key, fingerprint=fingerprint, response={})
+    except IntegrityError:
+        # Read committed: the statement sees the row the other transaction committed.
+        return CompletionKey.objects.get(user=user, key=key)
+    return None
+
+
+def _replay(claimed: CompletionKey, fingerprint: str) -> Response:
+    if claimed.fingerprint != fingerprint:
+        return Response(
+            {
+                "detail": "This Idempotency-Key was used for another review completion: "
+                "send a new key for a new request."
+            },
+            status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+    return Response(claimed.response, headers={"Idempotent-Replayed": "true"})

@@ -1,7 +1,7 @@
 """``RESEE_PERF['DEPLOYMENT']``: the numbers the connection budget cannot read from code.
 
-Kept apart from :mod:`resee_perf.pool`, the budget arithmetic, so that ``conf.DEPLOYMENT``
-can parse the setting without importing it.
+Kept apart from the budget arithmetic, so that ``conf.DEPLOYMENT`` can parse the setting
+without importing it; validated with the leaf ``_validators``, as ``conf`` is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from django.core.exceptions import ImproperlyConfigured
 
-from resee_perf.conf import (
+from resee_perf._validators import (
     boolean,
     non_negative_int,
     non_negative_number,
@@ -26,10 +26,6 @@ CeleryPool = Literal["prefork", "threads", "gevent", "eventlet", "solo"]
 
 # PostgreSQL's default for superuser_reserved_connections.
 DEFAULT_RESERVED = 3
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -157,6 +153,12 @@ FIELDS: dict[str, _Field] = {
 }
 
 
+# The keys that describe the server's capacity rather than the processes: not the budget's.
+CAPACITY_FIELDS = ("max_connections", "reserved", "query_servers")
+# The keys the budget counts, in the order its errors report them.
+BUDGET_FIELDS = tuple(name for name in FIELDS if name not in CAPACITY_FIELDS)
+
+
 @dataclass(frozen=True)
 class Deployment:
     """``RESEE_PERF['DEPLOYMENT']``, validated: the numbers the budget cannot read from code."""
@@ -193,20 +195,8 @@ class Deployment:
         return named_aliases(dataclasses.asdict(self))
 
     def budget_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`connection_budget` this deployment sets."""
-        return {
-            "web_workers": self.web_workers,
-            "threads_per_worker": self.threads_per_worker,
-            "asgi": self.asgi,
-            "celery_workers": self.celery_workers,
-            "celery_concurrency": self.celery_concurrency,
-            "celery_pool": self.celery_pool,
-            "extra_clients": self.extra_clients,
-            "web_aliases": self.web_aliases,
-            "celery_aliases": self.celery_aliases,
-            "headroom": self.headroom,
-            "transaction_pooled": self.transaction_pooled,
-        }
+        """The keyword arguments of ``connection_budget`` this deployment sets."""
+        return {name: getattr(self, name) for name in BUDGET_FIELDS}
 
 
 def named_aliases(values: Mapping[str, Any]) -> list[tuple[str, str]]:

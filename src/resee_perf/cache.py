@@ -68,15 +68,15 @@ from resee_perf._store import (
     store_for,
     tombstone_position,
 )
-from resee_perf.conf import (
+from resee_perf._validators import (
     boolean,
-    conf,
     non_empty_str,
     non_negative_int,
     non_negative_number,
     optional,
     positive_number,
 )
+from resee_perf.conf import conf
 from resee_perf.invalidation import read_generations, tag_key
 from resee_perf.routers import PRIMARY, WritePosition, require
 

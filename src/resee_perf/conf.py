@@ -8,16 +8,26 @@ checked against it. Values are looked up on every access, never cached at import
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
-if TYPE_CHECKING:
-    from resee_perf._deployment import Deployment
+from resee_perf._deployment import Deployment
+
+# The validators are a leaf module, shared with the deployment setting (``_deployment``),
+# which conf imports: defined here, they made the two import each other.
+from resee_perf._validators import (
+    boolean,
+    non_empty_str,
+    non_negative_number,
+    optional,
+    positive_int,
+    positive_number,
+    str_list,
+)
 
 SETTING_NAME = "RESEE_PERF"
 
@@ -31,46 +41,6 @@ class Option:
     expected: str
     """Completes the sentence "RESEE_PERF['KEY'] should be ..."."""
     doc: str
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass; True as a TTL is a mistake, not a 1.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def non_negative_number(value: Any) -> bool:
-    return _is_number(value) and value >= 0
-
-
-def positive_number(value: Any) -> bool:
-    return _is_number(value) and value > 0
-
-
-def positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def non_negative_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def non_empty_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def boolean(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def str_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(non_empty_str(item) for item in value)
-
-
-def optional(validate: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        return value is None or validate(value)
-
-    return check
 
 
 OPTIONS: dict[str, Option] = {
@@ -277,9 +247,6 @@ class Settings:
 
     @property
     def DEPLOYMENT(self) -> Deployment | None:
-        # Imported here: the deployment module validates with the helpers above.
-        from resee_perf._deployment import Deployment
-
         value = self.get("DEPLOYMENT")
         return None if value is None else Deployment.from_setting(value)
 

@@ -20,6 +20,7 @@ def load_settings(monkeypatch: pytest.MonkeyPatch, **environ: str) -> ModuleType
         "REPLICA_DATABASE_URL",
         "REDIS_URL",
         "DJANGO_DEBUG",
+        "DJANGO_SECRET_KEY",
         "RESEE_CACHE_ENABLED",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -35,7 +36,8 @@ def test_defaults_need_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.DATABASES["default"]["NAME"] == str(EXAMPLE_PROJECT / "db.sqlite3")
     assert list(settings.DATABASES) == ["default"]
     assert settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
-    assert settings.DEBUG is True
+    assert settings.DEBUG is False
+    assert settings.SECRET_KEY == ""
     assert "resee_perf" in settings.INSTALLED_APPS
     assert settings.RESEE_PERF == {"CACHE_ENABLED": True}
 
@@ -61,6 +63,64 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.DEBUG is False
     assert settings.ALLOWED_HOSTS == ["resee.example", "api.resee.example"]
     assert settings.RESEE_PERF["CACHE_ENABLED"] is False
+
+
+def test_debug_only_when_asked_and_only_then_a_development_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(monkeypatch, DJANGO_DEBUG="1")
+    assert settings.DEBUG is True
+    assert settings.SECRET_KEY.startswith("django-insecure-")
+    settings = load_settings(monkeypatch, DJANGO_SECRET_KEY="from-the-vault")
+    assert (settings.DEBUG, settings.SECRET_KEY) == (False, "from-the-vault")
+
+
+def run_in_demo_settings(code: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "resee.settings", **environ}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXAMPLE_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_a_500_is_logged_with_its_traceback_and_shows_no_settings() -> None:
+    """With DEBUG off by default: the response is Django's plain 500 page, which does not print
+    the Redis URL's password as the debug page did, and stderr has the traceback."""
+    result = run_in_demo_settings(
+        """
+import base64, django
+django.setup()
+from django.test import Client
+auth = "Basic " + base64.b64encode(b"someone:pw").decode()
+response = Client(raise_request_exception=False).get(
+    "/api/review/today/", HTTP_AUTHORIZATION=auth
+)
+print(response.status_code, response.content.decode())
+""",
+        # Nothing listens on port 1: Basic auth's user lookup fails with OperationalError.
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/resee",
+        REDIS_URL="redis://:hunter2-secret@127.0.0.1:1/0",
+        DJANGO_SECRET_KEY="not-the-default",
+        ALLOWED_HOSTS="testserver",
+    )
+    assert result.stdout.startswith("500 "), result.stderr
+    assert "hunter2" not in result.stdout
+    assert "Internal Server Error: /api/review/today/" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "OperationalError" in result.stderr
+
+
+def test_a_server_will_not_start_without_a_secret_key_outside_debug() -> None:
+    result = run_in_demo_settings("import resee.wsgi", DATABASE_URL="", REDIS_URL="")
+    assert result.returncode != 0
+    assert "Set DJANGO_SECRET_KEY" in result.stderr
+    debug = run_in_demo_settings("import resee.wsgi", DJANGO_DEBUG="1")
+    assert debug.returncode == 0, debug.stderr
 
 
 def test_the_test_settings_mirror_the_api_settings(monkeypatch: pytest.MonkeyPatch) -> None:

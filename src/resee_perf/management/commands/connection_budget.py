@@ -1,5 +1,6 @@
 """``manage.py connection_budget``: the connections this deployment needs, per server, against
-what each server allows. Exit status 1 when a server is over budget, so deploys can gate on it.
+what each server allows. Exit status 1 when a server is over budget, 2 when it cannot be
+assessed (a server could not be asked, nothing to budget), so deploys can gate on it.
 
     manage.py connection_budget                       # RESEE_PERF['DEPLOYMENT'], servers asked
     manage.py connection_budget --web-workers 8 --threads 4 --celery-workers 2
@@ -11,17 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from resee_perf import pool
-from resee_perf._deployment import CeleryPool, Deployment
+from resee_perf._deployment import BUDGET_FIELDS, CeleryPool, Deployment
 from resee_perf.conf import conf
 
 EXIT_OVER_BUDGET = 1
 EXIT_UNKNOWN = 2
+# The options that say how many processes connect; without one of them or the setting, there
+# is nothing to budget.
+_DEPLOYMENT_OPTIONS = frozenset({"web_workers", "celery_workers", "extra_clients"})
 
 
 def _extra(value: str) -> tuple[str, int]:
@@ -38,7 +43,8 @@ class Command(BaseCommand):
     help = (
         "Print the PostgreSQL connections this deployment needs per server, itemised, and "
         "compare them with each server's max_connections, reserved slots and current use. "
-        "Exits with status 1 when a server is over budget."
+        "Exits with status 1 when a server is over budget, 2 when a server cannot be asked "
+        "or RESEE_PERF['DEPLOYMENT'] and the command line say nothing to budget."
     )
     # The command diagnoses configurations: let it run (and explain) where checks would fail.
     requires_system_checks: list[str] = []
@@ -85,20 +91,40 @@ class Command(BaseCommand):
         parser.add_argument(
             "--strict",
             action="store_true",
-            help=f"Exit with status {EXIT_UNKNOWN} when a server's capacity is unknown.",
+            help=(
+                f"Also exit with status {EXIT_UNKNOWN} when a server's capacity is unknown "
+                "(--offline without --max-connections)."
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        deployment = conf_deployment()
+        overrides = self._overrides(options, deployment or Deployment())
+        if deployment is None and not _DEPLOYMENT_OPTIONS & set(overrides):
+            # With nothing to count, the budget is 0 and "fits" everywhere: a verdict about
+            # nothing, which a deploy gate would take as a pass.
+            raise CommandError(
+                "Cannot assess: RESEE_PERF['DEPLOYMENT'] is not set and no --web-workers, "
+                "--celery-workers or --extra was given, so the command does not know how many "
+                "processes connect. Set RESEE_PERF['DEPLOYMENT'] (docs/connections.md) or pass "
+                "the numbers on the command line.",
+                returncode=EXIT_UNKNOWN,
+            )
+        deployment = deployment or Deployment()
+        max_connections = (
+            deployment.max_connections
+            if options["max_connections"] is None
+            else options["max_connections"]
+        )
+        reserved = deployment.reserved if options["reserved"] is None else options["reserved"]
+        _check_capacity(max_connections, reserved)
         try:
-            deployment = conf.DEPLOYMENT or Deployment()
-            budget = pool.budget_from_settings(**self._overrides(options, deployment))
+            budget = pool.budget_from_settings(**overrides)
         except (ValueError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from error
         statuses = (
             {} if options["offline"] else pool.inspect_servers(budget, timeout=options["timeout"])
         )
-        max_connections = options["max_connections"] or deployment.max_connections
-        reserved = deployment.reserved if options["reserved"] is None else options["reserved"]
         try:
             verdicts = pool.assess(
                 budget, statuses=statuses, max_connections=max_connections, reserved=reserved
@@ -125,6 +151,18 @@ class Command(BaseCommand):
                 ),
                 returncode=EXIT_OVER_BUDGET,
             )
+        # A server that could not be asked (down, wrong database, unknown role) is a failure
+        # whatever --strict says: the deployment would fail to connect to it too.
+        # A configured max_connections does not excuse it: pass --offline to mean "don't ask".
+        failed = [verdict for verdict in verdicts if verdict.error]
+        if failed:
+            raise CommandError(
+                "Could not ask "
+                + "; ".join(f"{verdict.server} ({verdict.error})" for verdict in failed)
+                + ": fix the connection settings, or pass --offline --max-connections to "
+                "assess without asking.",
+                returncode=EXIT_UNKNOWN,
+            )
         unknown = [verdict.server for verdict in verdicts if verdict.fits is None]
         if unknown and options["strict"]:
             raise CommandError(
@@ -134,16 +172,12 @@ class Command(BaseCommand):
             )
 
     def _overrides(self, options: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
-        names = (
-            "web_workers",
-            "threads_per_worker",
-            "asgi",
-            "celery_workers",
-            "celery_concurrency",
-            "celery_pool",
-            "headroom",
-        )
-        overrides = {name: options[name] for name in names if options[name] is not None}
+        # The deployment's fields with an option of the same name (--extra merges instead).
+        overrides = {
+            name: options[name]
+            for name in BUDGET_FIELDS
+            if name != "extra_clients" and options.get(name) is not None
+        }
         if options["extra"]:
             overrides["extra_clients"] = {**deployment.extra_clients, **dict(options["extra"])}
         return overrides
@@ -158,6 +192,39 @@ class Command(BaseCommand):
             },
             indent=2,
         )
+
+
+def conf_deployment() -> Deployment | None:
+    try:
+        return conf.DEPLOYMENT
+    except ImproperlyConfigured as error:
+        raise CommandError(str(error)) from error
+
+
+def _check_capacity(max_connections: int | Mapping[str, int] | None, reserved: int) -> None:
+    """Refuse limits PostgreSQL itself refuses, rather than print a verdict about them."""
+    if reserved < 0:
+        raise CommandError(f"--reserved should be a non-negative integer, not {reserved}.")
+    limits = (
+        list(max_connections.values())
+        if isinstance(max_connections, Mapping)
+        else []
+        if max_connections is None
+        else [max_connections]
+    )
+    for limit in limits:
+        if limit < 1:
+            raise CommandError(
+                f"--max-connections should be a positive integer, not {limit}: PostgreSQL "
+                "needs max_connections of at least 1."
+            )
+        if reserved >= limit:
+            # PostgreSQL refuses to start with superuser_reserved_connections +
+            # reserved_connections >= max_connections.
+            raise CommandError(
+                f"--reserved ({reserved}) should be less than max_connections ({limit}): "
+                "PostgreSQL refuses to start with every slot reserved."
+            )
 
 
 def _capacity_notes(verdicts: tuple[pool.ServerVerdict, ...]) -> list[str]:
