@@ -41,9 +41,10 @@ class PrivateRedis:
     With a ``directory``, SAVE writes a snapshot there that the next start loads (Redis'
     default persistence, taken only when the test says so)."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, options: tuple[str, ...] = ()) -> None:
         self.port = spare_port()
         self.directory = directory
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -51,6 +52,7 @@ class PrivateRedis:
         command += ["--save", "", "--appendonly", "no"]  # nothing survives a stop
         if self.directory is not None:
             command += ["--dir", str(self.directory), "--dbfilename", "dump.rdb"]
+        command += self.options
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         client = self.client()
         for _ in range(200):

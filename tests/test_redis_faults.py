@@ -24,7 +24,7 @@ import pytest
 from django.db import transaction
 from prometheus_client import REGISTRY
 
-from resee_perf import _pending, invalidate_tags
+from resee_perf import _pending, cache_aside, invalidate_tags
 from resee_perf.invalidation import EPOCH_TAG
 from tests.fault_reader import ENTRIES, make_reader, read_elsewhere, stale_reads
 from tests.test_cache_redis_server import PrivateRedis, commands
@@ -223,3 +223,28 @@ def test_a_failed_invalidation_never_fails_the_committed_write(
     finally:
         server.resume()
     wait_until_landed()
+
+
+def test_a_redis_that_refuses_info_still_caches_without_restart_detection(
+    settings: Any, resee: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = PrivateRedis(options=("--rename-command", "INFO", ""))
+    server.start()
+    settings.CACHES = {**settings.CACHES, "private": server.cache_settings()}
+    runs = []
+
+    @cache_aside("noinfo:{k}", ttl=60, cache="private")
+    def noinfo(k: int) -> int:
+        runs.append(k)
+        return k
+
+    try:
+        with caplog.at_level("ERROR", logger="resee_perf.cache"):
+            assert [noinfo(1) for _ in range(3)] == [1, 1, 1]
+            server.kill()
+            server.start()
+            assert [noinfo(1) for _ in range(3)] == [1, 1, 1]
+    finally:
+        server.stop()
+    assert runs == [1, 1]  # cached before and after the restart (empty: one miss)
+    assert caplog.text.count("cannot read the Redis run_id") == 1

@@ -255,6 +255,7 @@ class _EpochWatch:
         self._previous = previous
         # Full epoch keys used through this pool (aliases sharing a server, KEY_PREFIXes).
         self.keys: dict[str, None] = {}
+        self.warned = False
 
     def __call__(self, connection: AbstractConnection) -> None:
         # Runs inside connect(), before the pool hands the connection out; raising makes the
@@ -263,11 +264,17 @@ class _EpochWatch:
             self._previous(connection)
         else:
             connection.on_connect()  # type: ignore[no-untyped-call]
+        from redis.exceptions import ResponseError  # the redis extra: installed if this runs
+
         keys = list(self.keys)
         if not keys:
             return
-        connection.send_command("INFO", "server")  # type: ignore[no-untyped-call]
-        run_id = _run_id(connection.read_response())
+        try:
+            connection.send_command("INFO", "server")  # type: ignore[no-untyped-call]
+            run_id = _run_id(connection.read_response())
+        except (ResponseError, ValueError) as error:
+            self._cannot_check(error)
+            return
         pairs = _pairs(keys)
         connection.send_command(  # type: ignore[no-untyped-call]
             "EVAL", _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
@@ -276,13 +283,31 @@ class _EpochWatch:
 
     def confirm(self, client: Redis) -> None:
         """The same check over an existing connection (when a key is first registered)."""
+        from redis.exceptions import ResponseError
+
         keys = list(self.keys)
-        run_id = str(client.info("server")["run_id"])
+        try:
+            run_id = str(client.info("server")["run_id"])
+        except (ResponseError, KeyError) as error:
+            self._cannot_check(error)
+            return
         pairs = _pairs(keys)
         changed = client.eval(
             _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
         )
         self._report(changed, run_id)
+
+    def _cannot_check(self, error: Exception) -> None:
+        # A server that refuses INFO (renamed by a managed service) must not refuse the cache:
+        # it works, without restart detection, and says so once.
+        if not self.warned:
+            self.warned = True
+            logger.error(
+                "cache %r: cannot read the Redis run_id (%s); entries written before a restart "
+                "from a snapshot or a failover may be served after it.",
+                self.alias,
+                error,
+            )
 
     def _report(self, changed: Any, run_id: str) -> None:
         if changed:

@@ -1151,7 +1151,8 @@ class CachedFunction(Generic[P, R_co]):
     def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
         """Invalidate the entry for these arguments (as for :meth:`cache_key`), now and, inside
         a transaction, again once it commits. True if there was an entry; False if there was
-        none or the cache is unavailable (logged): the entry then expires after its TTL.
+        none or the cache is unavailable (logged, and retried in the background until it
+        lands; this process serves no entry at this key meanwhile).
 
         The entry is replaced by a tombstone rather than deleted, so that a recompute that read
         the database before this call cannot store its older value afterwards."""
