@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,15 +37,22 @@ def spare_port() -> int:
 
 
 class PrivateRedis:
-    """A throwaway redis-server without persistence, started and stopped by the test."""
+    """A throwaway redis-server without automatic persistence, started and stopped by the test.
+    With a ``directory``, SAVE writes a snapshot there that the next start loads (Redis'
+    default persistence, taken only when the test says so)."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None, options: tuple[str, ...] = ()) -> None:
         self.port = spare_port()
+        self.directory = directory
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no"]  # nothing survives a stop
+        if self.directory is not None:
+            command += ["--dir", str(self.directory), "--dbfilename", "dump.rdb"]
+        command += self.options
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         client = self.client()
         for _ in range(200):
@@ -61,6 +69,13 @@ class PrivateRedis:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save; the next start loads the last SAVE, if any."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.process = None
 
     def pause(self) -> None:
         assert self.process is not None

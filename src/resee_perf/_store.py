@@ -14,12 +14,25 @@ an invalidation then fails to store, since the key no longer holds what it saw.
 
 Both turn any backend failure into :class:`Unavailable` after telling the alias's circuit
 breaker, so the caller can fall back to calling the function.
+
+Redis restarts: every entry carries the generation of :data:`EPOCH_TAG`, read in the same MGET
+as the entry. A Redis that comes back from an older state (an RDB snapshot or AOF restore, a
+failover to a replica that missed writes) holds old entries *and* the old generations that make
+them look valid, so a restart cannot be seen in the data. It is seen in the server's ``run_id``
+(INFO server), new on every start: :class:`_EpochWatch` runs on every new connection of the
+client's pool (redis-py's ``redis_connect_func``), before the connection serves any command, and
+gives the epoch a new random value unless a marker key next to it already holds this server's
+run_id. A server incarnation is only reachable through new connections, so no command of this
+process reaches a restarted server before its epoch has been changed, by this process or by
+another one (the marker is in Redis, so the first process to reconnect does it for all).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -27,11 +40,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.core.cache import BaseCache, caches
 
+from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
-from resee_perf.invalidation import _redis_client
+from resee_perf.invalidation import EPOCH_TAG, _fresh_generation, _redis_client, tag_key
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.connection import AbstractConnection, ConnectionPool
+
+logger = logging.getLogger("resee_perf.cache")
 
 T = TypeVar("T")
 
@@ -197,6 +214,147 @@ class RedisStore(Store):
         self.guarded(lambda: self._client.eval(_RELEASE_SCRIPT, 1, full_key, token))
 
 
+# For each (epoch key, marker key) pair: unless the marker holds this server's run_id, give
+# the epoch a new random value (ARGV[2]) and the marker the run_id. A missing marker counts as a
+# different server (an empty restart, a key nobody confirmed yet). Returns how many epochs
+# that existed were replaced: a missing one had no entries to retire.
+_CONFIRM_EPOCH_SCRIPT = """
+local changed = 0
+for i = 1, #KEYS, 2 do
+    if redis.call('get', KEYS[i + 1]) ~= ARGV[1] then
+        if redis.call('exists', KEYS[i]) == 1 then
+            changed = changed + 1
+        end
+        redis.call('set', KEYS[i], ARGV[2])
+        redis.call('set', KEYS[i + 1], ARGV[1])
+    end
+end
+return changed
+"""
+
+_MARKER_SUFFIX = ":run_id"
+
+
+def _run_id(info: Any) -> str:
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:").strip()
+    raise ValueError("INFO server has no run_id")
+
+
+def _pairs(keys: list[str]) -> list[str]:
+    return [name for key in keys for name in (key, key + _MARKER_SUFFIX)]
+
+
+class _EpochWatch:
+    """Confirms the epoch keys of one redis-py connection pool on each new connection."""
+
+    def __init__(self, alias: str, previous: Callable[[AbstractConnection], None] | None) -> None:
+        self.alias = alias
+        self._previous = previous
+        # Full epoch keys used through this pool (aliases sharing a server, KEY_PREFIXes).
+        self.keys: dict[str, None] = {}
+        self.warned = False
+
+    def __call__(self, connection: AbstractConnection) -> None:
+        # Runs inside connect(), before the pool hands the connection out; raising makes the
+        # connect fail, and the caller fails open.
+        if self._previous is not None:
+            self._previous(connection)
+        else:
+            connection.on_connect()  # type: ignore[no-untyped-call]
+        from redis.exceptions import ResponseError  # the redis extra: installed if this runs
+
+        keys = list(self.keys)
+        if not keys:
+            return
+        try:
+            connection.send_command("INFO", "server")  # type: ignore[no-untyped-call]
+            run_id = _run_id(connection.read_response())
+        except (ResponseError, ValueError) as error:
+            self._cannot_check(error)
+            return
+        pairs = _pairs(keys)
+        connection.send_command(  # type: ignore[no-untyped-call]
+            "EVAL", _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
+        )
+        self._report(connection.read_response(), run_id)
+
+    def confirm(self, client: Redis) -> None:
+        """The same check over an existing connection (when a key is first registered)."""
+        from redis.exceptions import ResponseError
+
+        keys = list(self.keys)
+        try:
+            run_id = str(client.info("server")["run_id"])
+        except (ResponseError, KeyError) as error:
+            self._cannot_check(error)
+            return
+        pairs = _pairs(keys)
+        changed = client.eval(
+            _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
+        )
+        self._report(changed, run_id)
+
+    def _cannot_check(self, error: Exception) -> None:
+        # A server that refuses INFO (renamed by a managed service) must not refuse the cache:
+        # it works, without restart detection, and says so once.
+        if not self.warned:
+            self.warned = True
+            logger.error(
+                "cache %r: cannot read the Redis run_id (%s); entries written before a restart "
+                "from a snapshot or a failover may be served after it.",
+                self.alias,
+                error,
+            )
+
+    def _report(self, changed: Any, run_id: str) -> None:
+        if changed:
+            logger.warning(
+                "cache %r: Redis is not the server its entries were written on (run_id %s: a "
+                "restart, a restore or a failover); every entry written before is now a miss.",
+                self.alias,
+                run_id,
+            )
+            metrics.report_epoch_change(self.alias, "restart")
+
+
+_watch_lock = threading.Lock()
+
+
+def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
+    """Check the epoch of ``cache`` on every new connection of ``client``'s pool, and now."""
+    pool: ConnectionPool = client.connection_pool
+    key = cache.make_key(tag_key(EPOCH_TAG))
+    with _watch_lock:
+        watch = getattr(pool, "_resee_perf_epoch_watch", None)
+        if watch is None:
+            previous = pool.connection_kwargs.get("redis_connect_func")
+            watch = _EpochWatch(alias, previous)
+            pool._resee_perf_epoch_watch = watch  # type: ignore[attr-defined]
+            pool.connection_kwargs["redis_connect_func"] = watch
+            # Connections made before: they reconnect through connect() on the same object.
+            with pool._lock:
+                existing = [
+                    *getattr(pool, "_available_connections", ()),
+                    *getattr(pool, "_in_use_connections", ()),
+                ]
+            for connection in existing:
+                connection.redis_connect_func = watch
+        if key in watch.keys:
+            return
+        watch.keys[key] = None
+    try:
+        # Connections opened before the key was known did not check it.
+        watch.confirm(client)
+    except Exception as error:
+        # Make every connection reconnect, and so check, before its next command.
+        logger.warning("cache %r: could not check the Redis run_id (%s)", alias, error)
+        with contextlib.suppress(Exception):
+            pool.disconnect()
+
+
 class DjangoStore(Store):
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         found = self.guarded(lambda: self.cache.get_many([key, *tag_keys]))
@@ -255,7 +413,11 @@ def store_for(alias: str) -> Store:
     if store is None:
         cache = caches[alias]
         client = _redis_client(cache)
-        store = DjangoStore(alias, cache) if client is None else RedisStore(alias, cache, client)
+        if client is None:
+            store = DjangoStore(alias, cache)
+        else:
+            store = RedisStore(alias, cache, client)
+            watch_epoch(alias, cache, client)
         stores[alias] = store
     return store
 

@@ -57,7 +57,7 @@ from django.db import connections, transaction
 from django.http import HttpResponseBase, StreamingHttpResponse
 from django.template.response import SimpleTemplateResponse
 
-from resee_perf import _replicas, _write_positions, metrics
+from resee_perf import _pending, _replicas, _write_positions, metrics
 from resee_perf._breaker import reset_breakers
 from resee_perf._store import (
     TOMBSTONE,
@@ -77,7 +77,7 @@ from resee_perf._validators import (
     positive_number,
 )
 from resee_perf.conf import conf
-from resee_perf.invalidation import read_generations, tag_key
+from resee_perf.invalidation import EPOCH_TAG, read_generations, tag_key
 from resee_perf.routers import PRIMARY, WritePosition, require
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "UncacheableValue", "cache_aside"]
@@ -634,6 +634,14 @@ class _CacheAside:
             metrics.report_cache(self.name, "bypass")
             return None
         key, tags = self.key_and_tags(args, kwargs, helper=False)
+        # Every entry also carries the cache's epoch (bumped when Redis comes back from an
+        # older state): read in the same MGET, so a hit stays one round trip.
+        tags = (*tags, EPOCH_TAG)
+        if _pending.queue.any and _pending.queue.blocks(store.alias, key, tags):
+            # An invalidation of this entry failed and is still being retried: the entry may
+            # be one this process's own write made stale.
+            metrics.report_cache(self.name, "bypass")
+            return None
         lock_key = key.replace(":c:", ":l:", 1)
         return _Call(key, lock_key, tags, tuple(_tag_key(hot.prefix, tag) for tag in tags), store)
 
@@ -846,11 +854,17 @@ class _CacheAside:
 
     def bury(self, key: str) -> bool:
         """Replace the entry at ``key`` by a fresh tombstone: True if it held an entry."""
-        tombstone = new_tombstone(_primary_position())
+        alias = self.cache_alias()
         try:
-            return store_for(self.cache_alias()).bury(key, tombstone, self.tombstone_seconds())
-        except Unavailable:
-            logger.error("%s: could not invalidate %s; it expires with its TTL", self.name, key)
+            tombstone = new_tombstone(_primary_position())
+            return store_for(alias).bury(key, tombstone, self.tombstone_seconds())
+        except Exception:
+            # Also from on_commit, after the write committed: never an error for the request.
+            # Retried in the background; this process serves no entry at key meanwhile.
+            logger.exception(
+                "%s: could not invalidate %s; retrying in the background", self.name, key
+            )
+            _pending.add_key(alias, key, self.tombstone_seconds())
             return False
 
     def refreshing_now(self, call: _Call) -> _Flow:
@@ -1137,7 +1151,8 @@ class CachedFunction(Generic[P, R_co]):
     def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
         """Invalidate the entry for these arguments (as for :meth:`cache_key`), now and, inside
         a transaction, again once it commits. True if there was an entry; False if there was
-        none or the cache is unavailable (logged): the entry then expires after its TTL.
+        none or the cache is unavailable (logged, and retried in the background until it
+        lands; this process serves no entry at this key meanwhile).
 
         The entry is replaced by a tombstone rather than deleted, so that a recompute that read
         the database before this call cannot store its older value afterwards."""
@@ -1271,6 +1286,7 @@ def _forget_state(*, setting: str, **kwargs: Any) -> None:
         _hot = None
         reset_breakers()
         forget_stores()
+        _pending.queue.clear()
 
 
 setting_changed.connect(_forget_state)

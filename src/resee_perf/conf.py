@@ -192,6 +192,27 @@ OPTIONS: dict[str, Option] = {
             "longer than your longest `ttl + stale_ttl` so that this never happens to live entries."
         ),
     ),
+    "INVALIDATION_QUEUE_SIZE": Option(
+        default=10_000,
+        validate=positive_int,
+        expected="a positive integer",
+        doc=(
+            "Failed invalidations (tags and `invalidate()` keys, per cache alias and process) "
+            "kept for retry. Past it they are replaced by one bump of the cache's epoch: every "
+            "entry becomes a miss once Redis answers, and the process bypasses that cache until "
+            "then."
+        ),
+    ),
+    "INVALIDATION_RETRY_SECONDS": Option(
+        default=1.0,
+        validate=positive_number,
+        expected="a positive number of seconds",
+        doc=(
+            "Longest wait between two retries of failed invalidations (the first comes after "
+            "50 ms, then doubling). Once Redis answers again, other processes may serve an entry "
+            "a failed invalidation covers for at most this long (plus one retry's round trip)."
+        ),
+    ),
 }
 
 
@@ -285,6 +306,14 @@ class Settings:
     @property
     def STICKY_SECONDS(self) -> float:
         return float(self.get("STICKY_SECONDS"))
+
+    @property
+    def INVALIDATION_QUEUE_SIZE(self) -> int:
+        return cast(int, self.get("INVALIDATION_QUEUE_SIZE"))
+
+    @property
+    def INVALIDATION_RETRY_SECONDS(self) -> float:
+        return cast(float, self.get("INVALIDATION_RETRY_SECONDS"))
 
     @property
     def TAG_TIMEOUT(self) -> int | None:

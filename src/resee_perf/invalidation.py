@@ -15,6 +15,15 @@ A generation key that is missing (never created, expired, evicted, or lost with 
 restart) is created with a random value rather than 0, so that an entry written under an
 evicted generation cannot become valid again when the key is recreated.
 
+Every entry also carries :data:`EPOCH_TAG`, a tag no write names: its generation changes when
+Redis comes back from an older state (a snapshot restore, a failover; see
+:mod:`resee_perf._store`) or when failed invalidations overflow their queue
+(:mod:`resee_perf._pending`), and then every entry written before is a miss.
+
+An invalidation that fails (Redis down or hung) is not dropped: it waits in
+:mod:`resee_perf._pending` and is retried until it lands; meanwhile this process serves no entry
+under its tags.
+
 :func:`invalidate_tags` bumps generations after the current transaction commits (at once
 outside a transaction, never after a rollback); :func:`invalidate_on` calls it from
 ``post_save``/``post_delete``/``m2m_changed``; :func:`invalidate_objects` is the explicit path for
@@ -46,6 +55,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
 __all__ = [
+    "EPOCH_TAG",
     "NotRegistered",
     "bump_generations",
     "invalidate_objects",
@@ -77,6 +87,16 @@ def tag_key(tag: str) -> str:
     return f"{conf.KEY_PREFIX}:t:{tag}"
 
 
+# The tag every cache_aside entry carries (resee_perf.cache adds it): bumping it invalidates
+# every entry of the cache. Its key never expires (a TAG_TIMEOUT would turn every entry into a
+# miss at once); if it is evicted it is recreated at random like any generation.
+EPOCH_TAG = "resee_perf:epoch"
+
+
+def _tag_timeout(tag: str) -> int | None:
+    return None if tag == EPOCH_TAG else conf.TAG_TIMEOUT
+
+
 def _fresh_generation() -> int:
     # 62 bits: stays an int in every backend, leaves 2**62 increments before INCR overflows,
     # and collides with an evicted generation with negligible probability.
@@ -99,7 +119,7 @@ def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
         candidate = _fresh_generation()
         # add() is atomic (SET NX on Redis): if another process created the key first, its
         # value wins and we read it back.
-        if cache.add(keys[tag], candidate, timeout=conf.TAG_TIMEOUT):
+        if cache.add(keys[tag], candidate, timeout=_tag_timeout(tag)):
             generations[tag] = candidate
         else:
             value = cache.get(keys[tag])
@@ -134,25 +154,28 @@ def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
     in one script call, one round trip; other backends get one ``incr`` per tag. Errors of the
     cache propagate: :func:`invalidate_tags` logs and counts them.
     """
-    keys = [tag_key(tag) for tag in dict.fromkeys(tags)]
+    unique = list(dict.fromkeys(tags))
+    keys = [tag_key(tag) for tag in unique]
     if not keys:
         return
     client = _redis_client(cache)
     if client is not None:
-        ttl_ms = 0 if conf.TAG_TIMEOUT is None else conf.TAG_TIMEOUT * 1000
+        # The epoch key keeps no TTL (it is bumped alone: after a queue overflow).
+        timeout = None if EPOCH_TAG in unique else conf.TAG_TIMEOUT
+        ttl_ms = 0 if timeout is None else timeout * 1000
         script = client.register_script(_BUMP_LUA)
         script(
             keys=[cache.make_key(key) for key in keys],
             args=[ttl_ms, *(_fresh_generation() for _ in keys)],
         )
         return
-    for key in keys:
+    for tag, key in zip(unique, keys, strict=True):
         try:
             cache.incr(key)
         except ValueError:
             # Missing key: nothing can be valid under a generation nobody holds, but create one
             # so that entries computed from now on record a definite value.
-            cache.add(key, _fresh_generation(), timeout=conf.TAG_TIMEOUT)
+            cache.add(key, _fresh_generation(), timeout=_tag_timeout(tag))
 
 
 def _redis_client(cache: BaseCache) -> Redis | None:
@@ -249,29 +272,38 @@ def _joinable(connection: BaseDatabaseWrapper) -> _PendingInvalidation | None:
 
 
 def _bump_or_log(cache: str, tags: list[str]) -> None:
-    # Imported here: _write_positions imports this module.
-    from resee_perf import _write_positions
+    # Imported here: both import this module.
+    from resee_perf import _pending
 
     try:
-        # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
-        # that reads the new generation also finds what a replica must have replayed.
-        _write_positions.record(caches[cache], tags)
-        bump_generations(caches[cache], tags)
+        bump_now(cache, tags)
     except Exception:
         # The write has committed and the database is the source of truth: a cache that is down
-        # must not turn a successful write into an error. The entries stay valid until they
-        # expire (docs/invalidation.md gives the bound).
+        # must not turn a successful write into an error. The bump waits in the pending queue,
+        # retried until it lands; until then this process serves no entry under these tags
+        # (docs/invalidation.md#faults gives the bounds for the others).
         logger.error(
-            "Could not invalidate %d tag(s) in cache %r (%s); their entries are served until "
-            "they expire.",
+            "Could not invalidate %d tag(s) in cache %r (%s); retrying in the background.",
             len(tags),
             cache,
             ", ".join(tags[:5]) + (", ..." if len(tags) > 5 else ""),
             exc_info=True,
         )
         report_invalidation(cache, "error", len(tags))
+        _pending.add_tags(cache, tags)
     else:
         report_invalidation(cache, "ok", len(tags))
+
+
+def bump_now(cache: str, tags: list[str]) -> None:
+    """One attempt at invalidating ``tags`` in cache alias ``cache``; raises what the cache
+    (or the primary, for its write position) raises."""
+    from resee_perf import _write_positions
+
+    # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
+    # that reads the new generation also finds what a replica must have replayed.
+    _write_positions.record(caches[cache], tags)
+    bump_generations(caches[cache], tags)
 
 
 def _check_cache_alias(cache: str) -> None:

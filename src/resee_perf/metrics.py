@@ -135,9 +135,29 @@ CACHE_BREAKER_OPEN = _gauge(
 )
 INVALIDATIONS = _counter(
     "resee_perf_invalidations",
-    "Tags invalidated (generation bumps), by cache alias and result (ok, error). An error "
-    "leaves the entries under the tag valid until they expire.",
+    "Tags invalidated (generation bumps), by cache alias and result (ok, error, retried). An "
+    "error queues the invalidation for retry; retried counts the tags and invalidate() keys "
+    "that landed from that queue.",
     ["cache", "result"],
+)
+INVALIDATIONS_PENDING = _gauge(
+    "resee_perf_invalidations_pending",
+    "Failed invalidations (tags and invalidate() keys) this process holds for retry, by cache "
+    "alias; its cache_aside calls under them bypass the cache until they land.",
+    ["cache"],
+)
+INVALIDATION_OVERFLOWS = _counter(
+    "resee_perf_invalidation_overflows",
+    "Failed invalidations dropped because INVALIDATION_QUEUE_SIZE was reached, replaced by one "
+    "bump of the cache's epoch (every entry becomes a miss), by cache alias.",
+    ["cache"],
+)
+CACHE_EPOCH_CHANGES = _counter(
+    "resee_perf_cache_epoch_changes",
+    "Bumps of a cache's epoch, which turn every entry into a miss, by reason (restart: the "
+    "Redis server is not the one the epoch was confirmed on, after a restart, a restore or a "
+    "failover; overflow: the queue of failed invalidations overflowed).",
+    ["cache", "reason"],
 )
 DB_ROUTES = _counter(
     "resee_perf_db_routes",
@@ -198,6 +218,21 @@ def report_breaker(cache: str, *, is_open: bool) -> None:
 def report_invalidation(cache: str, result: str, tags: int) -> None:
     if conf.METRICS_ENABLED:
         INVALIDATIONS.labels(cache, result).inc(tags)
+
+
+def report_invalidations_pending(cache: str, size: int) -> None:
+    if conf.METRICS_ENABLED:
+        INVALIDATIONS_PENDING.labels(cache).set(size)
+
+
+def report_invalidation_overflow(cache: str, dropped: int) -> None:
+    if conf.METRICS_ENABLED:
+        INVALIDATION_OVERFLOWS.labels(cache).inc(dropped)
+
+
+def report_epoch_change(cache: str, reason: str) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_EPOCH_CHANGES.labels(cache, reason).inc()
 
 
 # Called on every routed query, like report_cache on every hit: bounded by aliases x reasons.
