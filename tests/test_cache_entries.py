@@ -88,7 +88,7 @@ def test_with_a_signing_key_a_tampered_entry_is_a_counted_miss(
     def signed(x: int) -> dict[str, int]:
         return {"run": count()}
 
-    name = f"{signed.__module__}.{signed.__qualname__}"
+    name = repr(signed).removeprefix("<cache_aside ").removesuffix(">")
 
     def rejected() -> float:
         value = REGISTRY.get_sample_value("resee_perf_cache_entries_rejected_total", {"name": name})
