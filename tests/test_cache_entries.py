@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ def test_a_planted_pickle_runs_no_code_and_is_a_miss(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps(RunsCode(marker))
     # Both what format 1 was and format 2 framing around a pickle: neither is loaded.
-    for raw in (b"rp\x01" + payload, b"rp\x02u\x00\x14[1e12,0.0,[],0]     " + payload, payload):
+    meta = struct.pack("!ddBH", 1e12, 0.0, 0, 0)
+    framed = b"rp\x02u" + len(meta).to_bytes(2, "big") + meta + payload
+    for raw in (b"rp\x01" + payload, framed, payload):
         raw_redis().set(full_key(planted.cache_key(1)), raw)
         value = planted(1)
         assert value == {"run": count.runs}

@@ -8,6 +8,7 @@ import datetime
 import decimal
 import os
 import pickle
+import struct
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -197,7 +198,15 @@ def test_garbage_is_garbage_never_another_exception(raw: Any) -> None:
         Codec(JSONSerializer()).decode(raw, KEY)
 
 
-@pytest.mark.parametrize("meta", [b"[]", b"[1,0.0,[],0]", b'[1.0,0.0,["x"],0]', b"{}", b"nul"])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        b"",
+        b"[1e12,0.0,[],0]",
+        struct.pack("!ddBH", 1e12, 0.0, 0, 2) + struct.pack("!q", 1),
+        struct.pack("!ddBH", 1e12, 0.0, 0, 0) + b"x",
+    ],
+)
 def test_malformed_metadata_is_garbage(meta: bytes) -> None:
     raw = MAGIC + b"u" + len(meta).to_bytes(2, "big") + meta + b"J1"
     with pytest.raises(Garbage):

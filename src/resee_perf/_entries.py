@@ -3,7 +3,7 @@
 Format 2 (docs/cache.md, "Entry format"), after the ``b"rp\\x02"`` magic:
 
 - one byte: ``s`` signed (then 32 bytes of HMAC-SHA256) or ``u`` unsigned;
-- two bytes (big-endian): the length of the metadata, then the metadata as JSON
+- two bytes (big-endian): the length of the metadata, then the metadata, packed binary
   (:func:`_pack_meta` / :func:`_unpack_meta`, the one place that knows its fields);
 - the payload, as the configured serializer wrote it.
 
@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import pickle
+import struct
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -82,24 +83,27 @@ class Entry(NamedTuple):
         return self.payload
 
 
+# expiry, delta, kind, number of generations; then the generations (Redis INCR: signed 64-bit).
+# Packed, not JSON: a third of the decoding time of a small entry went to JSON metadata. A field
+# added later changes the layout in these two functions and bumps MAGIC, so that entries of the
+# other layout read as misses.
+_META_HEAD = struct.Struct("!ddBH")
+_GENERATION = struct.Struct("!q")
+
+
 def _pack_meta(entry: Entry) -> bytes:
-    # A JSON list: a field added later goes at the end, and entries without it read as misses.
-    return json.dumps(
-        [entry.expiry, entry.delta, entry.generations, entry.kind], separators=(",", ":")
-    ).encode()
+    generations = entry.generations
+    return _META_HEAD.pack(entry.expiry, entry.delta, entry.kind, len(generations)) + b"".join(
+        _GENERATION.pack(generation) for generation in generations
+    )
 
 
 def _unpack_meta(raw: bytes) -> tuple[float, float, tuple[int, ...], int]:
-    expiry, delta, generations, kind = json.loads(raw)
-    if (
-        type(expiry) is not float
-        or type(delta) is not float
-        or type(kind) is not int
-        or type(generations) is not list
-        or not all(type(generation) is int for generation in generations)
-    ):
+    expiry, delta, kind, count = _META_HEAD.unpack_from(raw)
+    if len(raw) != _META_HEAD.size + count * _GENERATION.size:
         raise ValueError("malformed metadata")
-    return expiry, delta, tuple(generations), kind
+    generations = struct.unpack_from(f"!{count}q", raw, _META_HEAD.size) if count else ()
+    return expiry, delta, generations, kind
 
 
 # --- Payloads: what is stored for a function's return value ----------------------------------
