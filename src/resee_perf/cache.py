@@ -994,7 +994,8 @@ def cache_aside(
     - ``key``: a ``str.format`` template over the function's arguments
       (``"review:today:{user_id}"``, ``"{request.user.id}"``), or a callable taking the same
       arguments and returning a string. In a view, templates may also name URL kwargs,
-      ``user_id`` (the authenticated user's pk) and query parameters (``{page}``).
+      ``user_id`` (the authenticated user's pk) and query parameters (``{page}``). Templates
+      take no format specs or conversions; different arguments never share a key.
     - ``ttl``: seconds an entry is fresh.
     - ``tags``: templates like ``key``, or a callable returning tags; invalidating a tag
       (:func:`resee_perf.invalidate_tags`) turns every entry under it into a miss.
