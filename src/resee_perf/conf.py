@@ -361,6 +361,10 @@ class Settings:
         return cast(str, self.get("CACHE_SERIALIZER"))
 
     @property
+    def CACHE_SIGNING_KEY(self) -> str | bytes | list[str | bytes] | None:
+        return cast("str | bytes | list[str | bytes] | None", self.get("CACHE_SIGNING_KEY"))
+
+    @property
     def CACHE_SIGNING_KEYS(self) -> tuple[bytes, ...]:
         """``CACHE_SIGNING_KEY`` as a tuple of byte strings (empty: entries are not signed)."""
         value = self.get("CACHE_SIGNING_KEY")
