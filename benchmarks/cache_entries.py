@@ -132,7 +132,11 @@ def run(hits: int, rounds: int) -> None:
             keys = [b"bench-secret"] if "hmac" in name else []
             codec = Codec(serializer, keys)
             blob = codec.encode(Entry(1e12, 0.0, (), KIND_PLAIN, value), "k", "bench")
-            decode = median_time(lambda codec=codec, blob=blob: codec.decode(blob, "k"), 20_000)
+            # The best of 5 medians: on a shared machine the minimum is the code, the rest load.
+            decode = min(
+                median_time(lambda codec=codec, blob=blob: codec.decode(blob, "k"), 4000)
+                for _ in range(5)
+            )
             found = ratios[name]
             spread = f"{statistics.median(found):.2f} ({min(found):.2f}-{max(found):.2f})"
             print(f"{label:6} {name:12} {spread:>24} {decode * 1e6:10.1f}")
