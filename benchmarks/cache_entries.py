@@ -3,7 +3,7 @@
 Starts its own redis-server on a spare port. Each round times, interleaved, N raw django-redis
 ``cache.get`` of the value and N ``cache_aside`` hits under each serializer/signing setting, and
 reports per setting the median over rounds of (hit median / raw get median). Also times the
-decoding alone (no Redis), in microseconds, which a loaded machine disturbs less.
+decoding alone (no Redis), in microseconds, the best of 5 medians, which load disturbs less.
 
     .venv/bin/python benchmarks/cache_entries.py [--hits 2000] [--rounds 15]
 """
