@@ -102,7 +102,7 @@ def test_invalidate_refresh_and_cache_key() -> None:
     def today(user_id: int) -> int:
         return count()
 
-    assert today.cache_key(7).endswith(":c:1:review:today:7")
+    assert today.cache_key(7).endswith(":c:1:review:today:{7}")
     assert today(7) == 1
     assert today.invalidate(7) is True
     assert today.invalidate(7) is False
@@ -130,9 +130,9 @@ def test_methods_get_self_and_the_helpers_skip_it() -> None:
     assert a.compute(1) == ("a", 1, 1)
     assert a.compute(1) == ("a", 1, 1)
     assert b.compute(1) == ("b", 1, 2)
-    assert a.compute.cache_key(1).endswith(":svc:a:1")
-    assert Service.compute.cache_key(1, self=b).endswith(":svc:b:1")
-    assert Service.plain.cache_key(3).endswith(":plain:3")
+    assert a.compute.cache_key(1).endswith(":svc:{a}:{1}")
+    assert Service.compute.cache_key(1, self=b).endswith(":svc:{b}:{1}")
+    assert Service.plain.cache_key(3).endswith(":plain:{3}")
     assert a.compute.invalidate(1) is True
     assert a.compute(1) == ("a", 1, 3)
     assert a.compute.refresh(1) == ("a", 1, 4)
@@ -166,7 +166,7 @@ def test_defaults_keyword_only_and_var_arguments_reach_the_template() -> None:
     def f(a: int, b: int = 2, *rest: int, c: int = 3, **extra: int) -> int:
         return count()
 
-    assert f.cache_key(1).endswith(":f:1:2:():3:{}")
+    assert f.cache_key(1).endswith(":f:{1}:{2}:{()}:{3}:{%7B%7D}")
     assert f(1) == f(1, 2) == f(a=1) == 1
     assert f(1, 2, 9) == 2
     assert f(1, c=4) == 3
@@ -203,7 +203,7 @@ def test_keys_are_safe_and_distinct_whatever_the_argument(value: str) -> None:
     assert key.isascii()
     assert key.isprintable()
     assert " " not in key
-    assert key.endswith(":1")
+    assert key.endswith(":{1}")
     assert key != page.cache_key(value + "x", 1)
     assert page(value, 1) == value
     assert page(value, 1) == value
@@ -245,16 +245,24 @@ def test_key_prefix_and_version_namespace_every_key(settings: Any) -> None:
     assert v1.cache_key(1) != v2.cache_key(1)
     old_key = v1.cache_key(1)
     settings.RESEE_PERF = {"KEY_PREFIX": "other"}
-    assert v1.cache_key(1) == "other:c:1:v:1" != old_key
+    assert v1.cache_key(1) == "other:c:1:v:{1}" != old_key
 
 
-def test_format_conversions_specs_attributes_and_items() -> None:
-    @cache_aside("fmt:{obj.name!r}:{amount:.2f}:{items[0]}:{mapping[k]}", ttl=60)
+def test_attributes_and_items_reach_the_template() -> None:
+    @cache_aside("fmt:{obj.name}:{amount}:{items[0]}:{mapping[k]}", ttl=60)
     def fmt(obj: Any, amount: float, items: list[int], mapping: dict[str, int]) -> int:
         return 1
 
     key = fmt.cache_key(SimpleNamespace(name="n"), 1.5, [9], {"k": 4})
-    assert key.endswith(":fmt:'n':1.50:9:4")
+    assert key.endswith(":fmt:{n}:{1.5}:{9}:{4}")
+
+
+@pytest.mark.parametrize("template", ["f:{a!r}", "f:{a:d}", "f:{a!s:>3}"])
+def test_format_specs_and_conversions_are_refused_at_decoration(template: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="no format specs or conversions"):
+        cache_aside(template, ttl=60)(lambda a: a)
+    with pytest.raises(ImproperlyConfigured, match="no format specs or conversions"):
+        cache_aside("f:{a}", ttl=60, tags=[template])(lambda a: a)
 
 
 # --- tags: the contract with invalidation ------------------------------------------------------
@@ -560,7 +568,7 @@ def test_drf_view_methods_are_cached_per_user_and_query_parameter() -> None:
     assert call_view("get", 8).data["runs"] == 2
     assert call_view("get", 7, "/today/?page=2").data["runs"] == 3
     assert call_view("get", 7, "/today/?page=2").data["runs"] == 3
-    assert TodayView.get.cache_key(user_id=7, page="2").endswith(":v:today:7:2")
+    assert TodayView.get.cache_key(user_id=7, page="2").endswith(":v:today:{7}:{2}")
     assert TodayView.get.invalidate(user_id=7) is True  # the entry without ?page
     assert call_view("get", 7).data["runs"] == 4
     bump_generations(caches["default"], ["user:7:reviews"])

@@ -251,7 +251,7 @@ def test_garbage_in_the_cache_is_logged_recomputed_and_overwritten(
     cache = caches["default"]
     raw = cache.client.get_client(write=True)  # type: ignore[attr-defined]
     full_key = cache.make_key(garbage.cache_key(1))
-    for junk in (b"\x80\x05garbage", b"rp\x01not a pickle", b"12345"):
+    for junk in (b"\x80\x05garbage", b"rp\x02u\x00\x02[]not json", b"12345"):
         raw.set(full_key, junk)
         with caplog.at_level("WARNING", logger="resee_perf.cache"):
             value = garbage(1)

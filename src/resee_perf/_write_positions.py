@@ -26,7 +26,9 @@ from contextlib import contextmanager
 from django.core.cache import BaseCache
 
 from resee_perf import _replicas
-from resee_perf.invalidation import _redis_client, tag_key
+from resee_perf._keys import WRITE_POSITION, family_key, tag_part
+from resee_perf.conf import conf
+from resee_perf.invalidation import _redis_client
 from resee_perf.routers import PRIMARY, WritePosition, require, use_primary
 
 # Keep the larger position: two invalidations of one tag can record theirs out of order.
@@ -45,7 +47,8 @@ end
 
 
 def position_key(tag: str) -> str:
-    return f"{tag_key(tag)}:lsn"
+    # Its own family: a tag "X:lsn" must not address the position of tag "X".
+    return family_key(conf.KEY_PREFIX, WRITE_POSITION, tag_part(tag))
 
 
 def _lifetime() -> float:

@@ -17,6 +17,7 @@ class ReseePerfConfig(AppConfig):
         checks.register(resee_checks.check_router)
         checks.register(resee_checks.check_connection_budget, deploy=True)
         checks.register(resee_checks.check_cache_aside, checks.Tags.caches)
+        checks.register(resee_checks.check_cache_entries, checks.Tags.caches)
         checks.register(resee_checks.check_invalidation_caches, checks.Tags.caches)
         checks.register(
             resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True

@@ -32,17 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import inspect
 import logging
 import math
 import os
-import pickle
 import random
 import re
 import secrets
-import string
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
@@ -54,13 +50,22 @@ from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections, transaction
-from django.http import HttpResponseBase, StreamingHttpResponse
-from django.template.response import SimpleTemplateResponse
+from django.utils.module_loading import import_string
 
 from resee_perf import _pending, _replicas, _write_positions, metrics
 from resee_perf._breaker import reset_breakers
+from resee_perf._entries import (
+    SERIALIZERS,
+    Codec,
+    Entry,
+    Garbage,
+    Rejected,
+    Serializer,
+    UncacheableValue,
+    payload,
+)
+from resee_perf._keys import ENTRY, LOCK, Template, bounded, family_key, safe_key
 from resee_perf._store import (
-    TOMBSTONE,
     Store,
     Unavailable,
     forget_stores,
@@ -87,139 +92,6 @@ logger = logging.getLogger("resee_perf.cache")
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
-
-
-class UncacheableValue(TypeError):
-    """A ``cache_aside`` function returned a value that cannot be stored (and read back)."""
-
-
-# --- Keys --------------------------------------------------------------------------------------
-
-# A formatted argument goes into a key verbatim only if it is short printable ASCII without
-# spaces, ':' (our separator, so "a:b" + "c" cannot collide with "a" + "b:c") or '#' (which
-# marks a hashed part, so a value cannot pose as another value's hash). Anything else is
-# replaced by '#' and a digest: keys stay valid for memcached and readable for the common
-# case (ids, slugs, dates).
-_VERBATIM_ARGUMENT = re.compile(r'[!"$-9;-~]{0,64}')
-_VERBATIM_KEY = re.compile(r'[!"$-~]{1,160}')
-_SAFE_PREFIX = re.compile(r'[!"$-~]{0,100}')
-_MAX_BODY = 160
-_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-def _bounded(body: str) -> str:
-    if len(body) <= _MAX_BODY:
-        return body
-    return f"{body[:100]}#{_digest(body)}"
-
-
-def _safe_argument(text: str) -> str:
-    return text if _VERBATIM_ARGUMENT.fullmatch(text) else f"#{_digest(text)}"
-
-
-def _safe_key(text: str) -> str:
-    if _VERBATIM_KEY.fullmatch(text):
-        return text
-    prefix = _SAFE_PREFIX.match(text)
-    return f"{prefix.group() if prefix else ''}#{_digest(text)}"
-
-
-@dataclass(frozen=True)
-class _Field:
-    """One ``{name.attr[item]!conversion:spec}`` of a template."""
-
-    root: str
-    path: tuple[tuple[bool, int | str], ...]
-    conversion: str | None
-    spec: str
-
-    def text(self, namespace: dict[str, Any]) -> str:
-        value = namespace[self.root]
-        for is_attribute, name in self.path:
-            value = getattr(value, cast(str, name)) if is_attribute else value[name]
-        if type(value) is int and not self.spec and self.conversion is None:
-            return str(value)  # ids: the common case, and always verbatim-safe
-        if self.conversion == "r":
-            value = repr(value)
-        elif self.conversion == "s":
-            value = str(value)
-        elif self.conversion == "a":
-            value = ascii(value)
-        return format(value, self.spec)
-
-
-_FIELD_ROOT = re.compile(r"[^.\[]*")
-_FIELD_STEP = re.compile(r"\.([^.\[]+)|\[([^\]]+)\]")
-
-
-def _field_path(
-    field_name: str, what: str, template: str
-) -> tuple[str, tuple[tuple[bool, int | str], ...]]:
-    """``"request.user.id"`` -> ``("request", ((True, "user"), (True, "id")))``, as str.format
-    reads it (an all-digit index is an int)."""
-    root_match = _FIELD_ROOT.match(field_name)
-    root = root_match.group() if root_match else ""
-    steps: list[tuple[bool, int | str]] = []
-    position = len(root)
-    while position < len(field_name):
-        step = _FIELD_STEP.match(field_name, position)
-        if step is None:
-            raise ImproperlyConfigured(f"{what} {template!r}: cannot read field {field_name!r}.")
-        attribute, item = step.groups()
-        if attribute is not None:
-            steps.append((True, attribute))
-        else:
-            steps.append((False, int(item) if item.isdigit() else item))
-        position = step.end()
-    return root, tuple(steps)
-
-
-class _Template:
-    """A ``str.format`` template over argument names, parsed once at decoration."""
-
-    def __init__(self, template: str, what: str) -> None:
-        self.source = template
-        self.parts: list[str | _Field] = []
-        try:
-            parsed = list(string.Formatter().parse(template))
-        except ValueError as error:
-            raise ImproperlyConfigured(
-                f"{what} {template!r} is not a valid template: {error}."
-            ) from error
-        for literal, field_name, spec, conversion in parsed:
-            if literal:
-                self.parts.append(literal)
-            if field_name is None:
-                continue
-            root, path = _field_path(field_name, what, template)
-            if not root or root[0].isdigit():
-                raise ImproperlyConfigured(
-                    f"{what} {template!r} has a positional field {{{field_name}}}: name the "
-                    "argument instead, as in 'user:{user_id}'."
-                )
-            if spec and "{" in spec:
-                raise ImproperlyConfigured(f"{what} {template!r} nests fields in a format spec.")
-            self.parts.append(_Field(root, path, conversion, spec or ""))
-        self.names = frozenset(part.root for part in self.parts if isinstance(part, _Field))
-
-    def render(self, namespace: dict[str, Any], *, for_key: bool) -> str:
-        if not for_key:
-            # Tags keep their arguments verbatim (tag_key() makes the cache key safe), so
-            # str.format itself renders them, in C.
-            return self.source.format_map(namespace)
-        texts: list[str] = []
-        for part in self.parts:
-            if isinstance(part, str):
-                texts.append(part)
-            else:
-                text = part.text(namespace)
-                verbatim = not for_key or (text.isdigit() and text.isascii())
-                texts.append(text if verbatim else _safe_argument(text))
-        return "".join(texts)
 
 
 # --- Arguments ---------------------------------------------------------------------------------
@@ -333,103 +205,6 @@ class _Arguments:
             else:
                 raise TypeError(f"{self.where}.cache_key() needs {name!r} to build the key")
         return namespace
-
-
-# --- Entries -----------------------------------------------------------------------------------
-
-_MAGIC = b"rp\x01"
-_PLAIN = 0
-_DRF_RESPONSE = 1
-
-
-class _Entry(NamedTuple):
-    expiry: float
-    delta: float
-    generations: tuple[int, ...]
-    kind: int
-    payload: Any
-
-    def value(self) -> Any:
-        if self.kind == _DRF_RESPONSE:
-            from rest_framework.response import Response
-
-            data, status, headers, template_name, content_type = self.payload
-            return Response(
-                data,
-                status=status,
-                headers=dict(headers),
-                template_name=template_name,
-                content_type=content_type,
-            )
-        return self.payload
-
-
-class _Garbage(Exception):
-    """The cache returned something that is not an entry of ours."""
-
-
-def _decode(raw: Any) -> _Entry | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, bytes) or not raw.startswith(_MAGIC):
-        if isinstance(raw, bytes) and raw.startswith(TOMBSTONE):
-            return None  # invalidated: a miss
-        raise _Garbage(f"not an entry: {raw[:16]!r}")
-    try:
-        entry = _Entry(*pickle.loads(memoryview(raw)[len(_MAGIC) :]))
-    except Exception as error:
-        # A class renamed by a deploy lands here too: the entry is recomputed.
-        raise _Garbage(f"undecodable entry: {error!r}") from error
-    if not isinstance(entry.expiry, float) or not isinstance(entry.generations, tuple):
-        raise _Garbage("malformed entry")
-    return entry
-
-
-def _payload(value: Any, where: str) -> tuple[int, Any] | None:
-    """What to store for ``value``; None for a response that must not be cached."""
-    # A DRF Response can only exist if DRF is imported already: never import it (a slow
-    # import, on the first miss of a process that may not use DRF at all).
-    drf_response = getattr(sys.modules.get("rest_framework.response"), "Response", None)
-    if drf_response is not None and isinstance(value, drf_response):
-        if not 200 <= value.status_code < 300:
-            return None
-        # The renderer and its Content-Type are chosen per request by DRF after the view
-        # returns; store what the view decided, rebuild a fresh Response on each hit.
-        headers = tuple((k, v) for k, v in value.items() if k.lower() != "content-type")
-        return _DRF_RESPONSE, (
-            value.data,
-            value.status_code,
-            headers,
-            value.template_name,
-            value.content_type,
-        )
-    if isinstance(value, HttpResponseBase):
-        if isinstance(value, StreamingHttpResponse):
-            raise UncacheableValue(
-                f"{where} returned a streaming response, which cannot be cached."
-            )
-        if not 200 <= value.status_code < 300:
-            return None
-        if isinstance(value, SimpleTemplateResponse) and not value.is_rendered:
-            value.render()
-        return _PLAIN, value
-    if isinstance(value, Iterator):
-        raise UncacheableValue(
-            f"{where} returned an iterator ({type(value).__name__}), which the cache would "
-            "consume: return a list or a tuple."
-        )
-    return _PLAIN, value
-
-
-def _encode(entry: _Entry, where: str) -> bytes:
-    try:
-        return _MAGIC + pickle.dumps(tuple(entry), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
-        raise UncacheableValue(
-            f"{where} returned a {type(entry.payload).__name__} that cannot be cached "
-            f"(pickle: {error}). Return plain data (dicts, lists, str, numbers, dates, "
-            "Decimals, model instances) instead."
-        ) from error
 
 
 # Injected by tests for deterministic expiry and XFetch draws; time.time because expiries are
@@ -547,12 +322,12 @@ class _CacheAside:
         self.lock_timeout = lock_timeout
         self.background = background
         names: set[str] = set()
-        self.key_template: _Template | None = None
+        self.key_template: Template | None = None
         self.key_function: Callable[..., str] | None = None
         if isinstance(key, str):
             if not key:
                 raise ImproperlyConfigured(f"cache_aside on {self.name}: key is empty.")
-            self.key_template = _Template(key, "key")
+            self.key_template = Template(key, "key")
             names |= self.key_template.names
         elif callable(key):
             self.key_function = key
@@ -561,7 +336,7 @@ class _CacheAside:
                 f"cache_aside on {self.name}: key should be a template string or a callable, "
                 f"not {key!r}."
             )
-        self.tag_templates: tuple[_Template, ...] = ()
+        self.tag_templates: tuple[Template, ...] = ()
         self.tag_function: Callable[..., Iterable[str]] | None = None
         if isinstance(tags, str):
             raise ImproperlyConfigured(
@@ -571,7 +346,7 @@ class _CacheAside:
         if callable(tags):
             self.tag_function = tags
         else:
-            self.tag_templates = tuple(_Template(tag, "tag") for tag in tags)
+            self.tag_templates = tuple(Template(tag, "tag") for tag in tags)
             for template in self.tag_templates:
                 names |= template.names
         self.arguments = _Arguments(func, frozenset(names), self.name)
@@ -603,20 +378,18 @@ class _CacheAside:
                 arguments.for_helper(args, kwargs) if helper else arguments.for_call(args, kwargs)
             )
         if self.key_template is not None:
-            body = _bounded(self.key_template.render(namespace, for_key=True))
+            body = bounded(self.key_template.render_key(namespace))
         else:
-            body = _bounded(
-                _safe_key(str(cast(Callable[..., str], self.key_function)(*args, **kwargs)))
+            body = bounded(
+                safe_key(str(cast(Callable[..., str], self.key_function)(*args, **kwargs)))
             )
         if self.tag_function is not None:
             tags = tuple(dict.fromkeys(self.tag_function(*args, **kwargs)))
         else:
             tags = tuple(
-                dict.fromkeys(
-                    template.render(namespace, for_key=False) for template in self.tag_templates
-                )
+                dict.fromkeys(template.render_tag(namespace) for template in self.tag_templates)
             )
-        return f"{_hot_settings().prefix}:c:{self.version}:{body}", tags
+        return family_key(_hot_settings().prefix, ENTRY, f"{self.version}:{body}"), tags
 
     def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """The keys of this call, or None when the cache must be skipped."""
@@ -642,21 +415,22 @@ class _CacheAside:
             # be one this process's own write made stale.
             metrics.report_cache(self.name, "bypass")
             return None
-        lock_key = key.replace(":c:", ":l:", 1)
+        # The same body in the lock family (built, not replaced: KEY_PREFIX may hold ":c:").
+        lock_key = family_key(hot.prefix, LOCK, key[len(hot.prefix) + len(ENTRY) + 2 :])
         return _Call(key, lock_key, tags, tuple(_tag_key(hot.prefix, tag) for tag in tags), store)
 
     # --- the flows ---
 
-    def first_read(self, call: _Call) -> _Entry | _Unreachable | None:
+    def first_read(self, call: _Call) -> Entry | _Unreachable | None:
         try:
             return self._read(call)
         except Unavailable:
             return _UNREACHABLE
-        except _Garbage:
+        except Garbage:
             return None
 
     def flow(
-        self, call: _Call, entry: _Entry | _Unreachable | None, *, early: bool = False
+        self, call: _Call, entry: Entry | _Unreachable | None, *, early: bool = False
     ) -> _Flow:
         """Everything but a plain hit, from the result of :meth:`first_read` (and the XFetch
         draw made for it: one draw per read)."""
@@ -716,14 +490,20 @@ class _CacheAside:
                 metrics.report_cache(self.name, "wait")
                 return entry.value()
 
-    def _read(self, call: _Call, *, report: bool = True) -> _Entry | None:
+    def _read(self, call: _Call, *, report: bool = True) -> Entry | None:
         before = time.monotonic()
         raw, generations = call.store.read(call.key, call.tag_keys)
         call.seen = raw
         call.seen_at = before
         try:
-            entry = _decode(raw)
-        except _Garbage as error:
+            entry = _hot_settings().codec.decode(raw, call.key)
+        except Rejected as error:
+            if report:
+                # Someone wrote to the cache without the signing key: worth an operator's look.
+                logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
+                metrics.report_entry_rejected(self.name)
+            raise
+        except Garbage as error:
             if report:  # once per call, not again by the re-reads of the lock wait
                 logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
                 metrics.report_cache(self.name, "error")
@@ -732,15 +512,15 @@ class _CacheAside:
             return None
         return entry
 
-    def _reread(self, call: _Call) -> _Entry | None:
+    def _reread(self, call: _Call) -> Entry | None:
         """Read again (lock waits, checks under the lock): garbage was reported by the first
         read of the call, and is a missing entry here."""
         try:
             return self._read(call, report=False)
-        except _Garbage:
+        except Garbage:
             return None
 
-    def _refresh_or_serve(self, call: _Call, entry: _Entry, result: str) -> _Flow:
+    def _refresh_or_serve(self, call: _Call, entry: Entry, result: str) -> _Flow:
         """Start (or run) the refresh of a stale or early-expired entry if nobody else is."""
         token = secrets.token_hex(16)
         try:
@@ -772,7 +552,7 @@ class _CacheAside:
         finally:
             self._release(call, token)
 
-    def _refreshing(self, call: _Call, token: str, seen: _Entry) -> _Flow:
+    def _refreshing(self, call: _Call, token: str, seen: Entry) -> _Flow:
         try:
             # The lock is free again as soon as a refresh has stored its entry, and a reader
             # that saw the old entry just before may take it: refresh only if the entry we
@@ -815,16 +595,16 @@ class _CacheAside:
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
         delta = max(0.0, _clock() - started)
         metrics.report_recompute(self.name, delta)
-        payload = _payload(value, self.name)
-        if payload is None:
+        stored = payload(value, self.name)
+        if stored is None:
             return value
-        entry = _Entry(
+        entry = Entry(
             _clock() + self.ttl,
             delta,
             tuple(generations[tag] for tag in call.tags) if generations is not None else (),
-            *payload,
+            *stored,
         )
-        blob = _encode(entry, self.name)
+        blob = _hot_settings().codec.encode(entry, call.key, self.name)
         if generations is not None:
             self._store(call, blob)
         return value
@@ -898,6 +678,9 @@ def _reads_after_tombstone(seen: Any) -> Iterator[None]:
         return
     with require(WritePosition(lsn=position, written_at=0.0)):
         yield
+
+
+_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 def _check_options(
@@ -1110,14 +893,14 @@ class CachedFunction(Generic[P, R_co]):
         body = functools.partial(aside.func, *args, **kwargs)
         return await _drive_async(aside.flow(call, entry, early=early), body)
 
-    def _hit(self, call: _Call) -> tuple[Any, _Entry | _Unreachable | None, bool]:
+    def _hit(self, call: _Call) -> tuple[Any, Entry | _Unreachable | None, bool]:
         """The value of a plain hit (else ``_NO_HIT``), the entry read, and the XFetch draw.
 
         The plain hit is the path that must cost no more than a raw ``cache.get``: inline,
         without the generator the other paths need."""
         aside = self._aside
         entry = aside.first_read(call)
-        if type(entry) is not _Entry:
+        if type(entry) is not Entry:
             return _NO_HIT, entry, False
         now = _clock()
         if now >= entry.expiry:
@@ -1226,7 +1009,8 @@ def cache_aside(
     - ``key``: a ``str.format`` template over the function's arguments
       (``"review:today:{user_id}"``, ``"{request.user.id}"``), or a callable taking the same
       arguments and returning a string. In a view, templates may also name URL kwargs,
-      ``user_id`` (the authenticated user's pk) and query parameters (``{page}``).
+      ``user_id`` (the authenticated user's pk) and query parameters (``{page}``). Templates
+      take no format specs or conversions; different arguments never share a key.
     - ``ttl``: seconds an entry is fresh.
     - ``tags``: templates like ``key``, or a callable returning tags; invalidating a tag
       (:func:`resee_perf.invalidate_tags`) turns every entry under it into a miss.
@@ -1264,6 +1048,7 @@ class _HotSettings(NamedTuple):
     prefix: str
     alias: str
     enabled: bool
+    codec: Codec
 
 
 # KEY_PREFIX, CACHE_ALIAS and CACHE_ENABLED are needed on every hit, where reading them through
@@ -1276,8 +1061,27 @@ _hot: _HotSettings | None = None
 def _hot_settings() -> _HotSettings:
     global _hot
     if _hot is None:
-        _hot = _HotSettings(conf.KEY_PREFIX, conf.CACHE_ALIAS, conf.CACHE_ENABLED)
+        _hot = _HotSettings(conf.KEY_PREFIX, conf.CACHE_ALIAS, conf.CACHE_ENABLED, _codec())
     return _hot
+
+
+def serializer_for(setting: str) -> Serializer:
+    """The serializer ``RESEE_PERF['CACHE_SERIALIZER']`` names: "json", "pickle" or the dotted
+    path of a class (instantiated without arguments) or object with ``dumps`` and ``loads``."""
+    found: Any = SERIALIZERS.get(setting) or import_string(setting)
+    serializer = found() if isinstance(found, type) else found
+    if not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise ImproperlyConfigured(
+            f"RESEE_PERF['CACHE_SERIALIZER'] = {setting!r} has no dumps() and loads()."
+        )
+    return cast(Serializer, serializer)
+
+
+def _codec() -> Codec:
+    return Codec(serializer_for(conf.CACHE_SERIALIZER), conf.CACHE_SIGNING_KEYS)
 
 
 def _forget_state(*, setting: str, **kwargs: Any) -> None:

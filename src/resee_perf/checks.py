@@ -367,6 +367,44 @@ def check_cache_aside(
     return messages
 
 
+def check_cache_entries(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """E011: RESEE_PERF['CACHE_SERIALIZER'] cannot be loaded or has no dumps()/loads().
+    W011: entries are pickled without RESEE_PERF['CACHE_SIGNING_KEY']."""
+    from resee_perf.cache import serializer_for
+    from resee_perf.conf import conf
+
+    try:
+        setting = conf.CACHE_SERIALIZER
+        signed = bool(conf.CACHE_SIGNING_KEYS)
+    except ImproperlyConfigured:
+        return []  # E001/E002 report the setting
+    try:
+        serializer_for(setting)
+    except (ImportError, ImproperlyConfigured, TypeError) as error:
+        return [
+            Error(
+                f"RESEE_PERF['CACHE_SERIALIZER'] = {setting!r} cannot be used: {error}",
+                hint='Use "json" (the default), "pickle", or the dotted path of a class with '
+                "dumps(value) -> bytes and loads(bytes) methods.",
+                id="resee_perf.E011",
+            )
+        ]
+    if setting == "pickle" and not signed:
+        return [
+            Warning(
+                "RESEE_PERF['CACHE_SERIALIZER'] is 'pickle' and RESEE_PERF['CACHE_SIGNING_KEY'] "
+                "is not set: whoever can write to the cache can run code in every worker that "
+                "reads an entry.",
+                hint="Set RESEE_PERF['CACHE_SIGNING_KEY'] to a secret of your own, or use the "
+                '"json" serializer.',
+                id="resee_perf.W011",
+            )
+        ]
+    return []
+
+
 # -- Tag invalidation: resee_perf.W015-W019 ----------------------------------------------------
 
 

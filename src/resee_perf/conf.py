@@ -213,7 +213,40 @@ OPTIONS: dict[str, Option] = {
             "a failed invalidation covers for at most this long (plus one retry's round trip)."
         ),
     ),
+    "CACHE_SERIALIZER": Option(
+        default="json",
+        validate=non_empty_str,
+        expected='"json", "pickle" or the dotted path of a serializer',
+        doc=(
+            'How `cache_aside` turns return values into bytes. `"json"` (default): JSON with '
+            "exact round trips for dict, list, tuple, str, numbers, bool, None, date, datetime, "
+            "time, timedelta, Decimal, UUID, bytes and Django safe strings; a value planted in "
+            'the cache is data, never code. `"pickle"`: any picklable value, but whoever can '
+            "write to the cache can run code in your workers (set `CACHE_SIGNING_KEY`). Or the "
+            "dotted path of a class with `dumps(value) -> bytes` and `loads(bytes)`. Checked by "
+            "`resee_perf.E011`; see [cache](../cache.md#serializers)."
+        ),
+    ),
+    "CACHE_SIGNING_KEY": Option(
+        default=None,
+        validate=optional(lambda value: _signing_keys(value) is not None),
+        expected="None, a non-empty string or bytes, or a non-empty list of them",
+        doc=(
+            "Secret(s) for an HMAC-SHA256 over every `cache_aside` entry and its key: an entry "
+            "that is unsigned, altered or moved to another key is a miss (counted by "
+            "`resee_perf_cache_entries_rejected_total`). A list rotates keys: the first signs, "
+            "any verifies. Keep it distinct from `SECRET_KEY` and out of the repository."
+        ),
+    ),
 }
+
+
+def _signing_keys(value: Any) -> tuple[bytes, ...] | None:
+    """The keys of ``CACHE_SIGNING_KEY`` as bytes; None if the value is malformed."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items or not all(isinstance(item, str | bytes) and item for item in items):
+        return None
+    return tuple(item.encode() if isinstance(item, str) else item for item in items)
 
 
 def _user_settings() -> Mapping[str, Any]:
@@ -318,6 +351,20 @@ class Settings:
     @property
     def TAG_TIMEOUT(self) -> int | None:
         return cast("int | None", self.get("TAG_TIMEOUT"))
+
+    @property
+    def CACHE_SERIALIZER(self) -> str:
+        return cast(str, self.get("CACHE_SERIALIZER"))
+
+    @property
+    def CACHE_SIGNING_KEY(self) -> str | bytes | list[str | bytes] | None:
+        return cast("str | bytes | list[str | bytes] | None", self.get("CACHE_SIGNING_KEY"))
+
+    @property
+    def CACHE_SIGNING_KEYS(self) -> tuple[bytes, ...]:
+        """``CACHE_SIGNING_KEY`` as a tuple of byte strings (empty: entries are not signed)."""
+        value = self.get("CACHE_SIGNING_KEY")
+        return () if value is None else cast("tuple[bytes, ...]", _signing_keys(value))
 
 
 def invalid_message(name: str, value: Any) -> str:

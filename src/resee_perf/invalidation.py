@@ -32,7 +32,6 @@ writes that send no signals. docs/invalidation.md explains the model for users.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +46,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, signals
 
+from resee_perf._keys import TAG, family_key, tag_part
 from resee_perf.conf import conf
 from resee_perf.metrics import report_invalidation
 
@@ -70,8 +70,6 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=Model)
 TagsFunction = Callable[[M], Iterable[str]]
 
-_MAX_TAG_LENGTH = 150
-
 
 class NotRegistered(LookupError):
     """:func:`invalidate_objects` got an object whose model has no :func:`invalidate_on`."""
@@ -82,9 +80,7 @@ class NotRegistered(LookupError):
 
 def tag_key(tag: str) -> str:
     """The cache key (before the cache's own KEY_PREFIX/VERSION) holding ``tag``'s generation."""
-    if len(tag) > _MAX_TAG_LENGTH or not tag.isprintable() or any(c.isspace() for c in tag):
-        tag = "h." + hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
-    return f"{conf.KEY_PREFIX}:t:{tag}"
+    return family_key(conf.KEY_PREFIX, TAG, tag_part(tag))
 
 
 # The tag every cache_aside entry carries (resee_perf.cache adds it): bumping it invalidates

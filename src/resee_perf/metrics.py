@@ -253,3 +253,18 @@ def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
         REPLICA_UP.labels(alias).set(1 if up else 0)
         if lag is not None:
             REPLICA_LAG_SECONDS.labels(alias).set(lag)
+
+
+# Appended (entries-keys): entries refused by their signature, RESEE_PERF['CACHE_SIGNING_KEY'].
+CACHE_ENTRIES_REJECTED = _counter(
+    "resee_perf_cache_entries_rejected",
+    "Cache entries a cache_aside read refused because signing keys are set and the entry was "
+    "unsigned or its HMAC did not match its key (tampering, or a writer without the key); "
+    "each is recomputed as a miss.",
+    ["name"],
+)
+
+
+def report_entry_rejected(name: str) -> None:
+    if conf.METRICS_ENABLED:
+        CACHE_ENTRIES_REJECTED.labels(name).inc()
