@@ -60,6 +60,8 @@ DATABASES["replica"] = {
     **dj_database_url.parse(
         os.environ.get("REPLICA_DATABASE_URL", "postgres://postgres@127.0.0.1:5433/test")
     ),
+    # A hung replica costs a routed request at most this long (resee_perf.W024).
+    "OPTIONS": {"connect_timeout": 2},
     "TEST": {"MIRROR": "default"},
 }
 # For the router's load balancing and failover tests: a second alias of the same replica, and
