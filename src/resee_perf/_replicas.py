@@ -244,23 +244,24 @@ class _Replica:
         """Check on a thread of its own and wait for it at most ``REPLICA_CHECK_TIMEOUT``;
         past that the replica is down. Called holding ``self.lock``, which passes to the check's
         thread: it releases it when the check ends, however late."""
-        timeout = routing_settings().check_timeout
-        # The primary's position, read by the calling thread on its own Django connection
-        # (a request's, counted in its connection budget) once per check, never per read.
-        primary = _primary_position_for_check()
-        if primary is not None:
-            self._note_primary(time.monotonic(), primary)
         done = threading.Event()
-        self._abandoned = False
-        thread = threading.Thread(
-            target=self._run_check,
-            args=(done,),
-            name=f"resee_perf replica check {self.alias}",
-            daemon=True,
-        )
         try:
+            timeout = routing_settings().check_timeout
+            # The primary's position, read by the calling thread on its own Django connection
+            # (a request's, counted in its connection budget) once per check, never per read.
+            primary = _primary_position_for_check()
+            if primary is not None:
+                self._note_primary(time.monotonic(), primary)
+            self._abandoned = False
+            thread = threading.Thread(
+                target=self._run_check,
+                args=(done,),
+                name=f"resee_perf replica check {self.alias}",
+                daemon=True,
+            )
             thread.start()
         except BaseException:
+            # No check thread to release it: a lock kept here would stop the checks for good.
             self.lock.release()
             raise
         if done.wait(timeout):
@@ -427,6 +428,22 @@ def _replica(alias: str) -> _Replica:
         with _replicas_lock:
             replica = _replicas.setdefault(alias, _Replica(alias))
     return replica
+
+
+# Replicas inherited through fork (gunicorn --preload), kept alive but never used: a check in
+# flight in the parent holds its replica's lock in the child for good, and freeing the
+# parent's connection would end its session.
+_inherited: list[dict[str, _Replica]] = []
+
+
+def _start_afresh_in_child() -> None:
+    global _replicas_lock
+    _inherited.append(dict(_replicas))
+    _replicas.clear()
+    _replicas_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 def _unknown() -> ReplicaStatus:
