@@ -227,9 +227,10 @@ class _Replica:
         self._wrapper: BaseDatabaseWrapper | None = None
         self._pid = 0
         self._abandoned = False
-        """Set when the running check overran its deadline or the replica was forgotten: the
-        check's thread then drops its connection when (if ever) the server answers."""
+        """Set when the running check overran its deadline: its thread then drops its
+        connection when (if ever) the server answers."""
         self._forgotten = False
+        """Set by :func:`forget`: a check still running reports nothing, and closes."""
         self._primary_positions: deque[tuple[float, int]] = deque(maxlen=_POSITION_SAMPLES)
         """(time.monotonic(), primary position then), the latest time each position was seen."""
 
@@ -443,7 +444,8 @@ def _start_afresh_in_child() -> None:
     _replicas_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_start_afresh_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere nothing forks
+    os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 def _unknown() -> ReplicaStatus:
