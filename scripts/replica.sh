@@ -10,6 +10,14 @@
 #   scripts/replica.sh status        # exit 0 when the replica is up, in recovery and streaming
 #   scripts/replica.sh destroy       # stop it and delete its data directory
 #
+# Faults, for a PRIVATE replica only (they refuse the shared default port 5433):
+#   scripts/replica.sh hang | resume            # SIGSTOP / SIGCONT the postmaster and all its
+#                                               # children: a hung server whose kernel still
+#                                               # accepts connections and ACKs queries
+#   scripts/replica.sh disconnect | reconnect   # point primary_conninfo at a dead port (the
+#                                               # replica keeps serving, frozen) / back again
+# All four are idempotent; `ensure` resumes and reconnects a replica left hung or cut off.
+#
 # Environment: PGHOST/PGPORT (the primary, default 127.0.0.1:5432), RESEE_REPLICA_PORT (5433),
 # RESEE_REPLICA_DIR (the data directory; default under the postgres user's home when run as
 # root, which PostgreSQL refuses to run as, else .services/ in the repository).
@@ -38,6 +46,8 @@ else
   DATA="${RESEE_REPLICA_DIR:-$PWD/.services/replica-$PORT}"
 fi
 LAG_CONF="$DATA/resee_lag.conf"
+# The replica's own primary_conninfo while `disconnect` has replaced it.
+SAVED_CONNINFO="$DATA/resee_primary_conninfo"
 
 primary_sql() { psql -X -q -At -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -c "$1"; }
 
@@ -171,8 +181,85 @@ rebuild() {
   start || { tail -n 20 "$DATA/server.log" >&2; die "the new replica did not start"; }
 }
 
+# While hung or cut off, the replica asks the primary for nothing, and a busy primary recycles
+# the WAL it will need (other test runs create databases): a physical slot keeps that WAL for the
+# duration of the fault only. resume, reconnect, ensure and destroy drop it.
+SLOT="resee_perf_replica_$PORT"
+create_slot() {
+  primary_sql "SELECT pg_create_physical_replication_slot('$SLOT', true)
+    WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$SLOT')" >/dev/null
+}
+drop_slot() {
+  primary_sql "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+    WHERE slot_name = '$SLOT' AND NOT active" >/dev/null
+}
+
+postmaster_pid() { head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true; }
+
+refuse_shared() {
+  [ "$PORT" != 5433 ] || die "'$1' is for a private replica (RESEE_REPLICA_PORT=...), never the shared one on 5433"
+}
+
+# The postmaster first: stopped, it forks no child that the list below would miss.
+hang() {
+  refuse_shared hang
+  local pid
+  pid="$(postmaster_pid)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || die "the replica in $DATA is not running"
+  create_slot
+  kill -STOP "$pid"
+  # shellcheck disable=SC2046
+  kill -STOP $(pgrep -P "$pid") 2>/dev/null || true
+}
+
+resume() {
+  local pid
+  pid="$(postmaster_pid)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  # shellcheck disable=SC2046
+  kill -CONT $(pgrep -P "$pid") 2>/dev/null || true
+  kill -CONT "$pid"
+  if [ ! -f "$SAVED_CONNINFO" ] && [ -n "$(primary_sql "SELECT 1 FROM pg_replication_slots WHERE slot_name = '$SLOT'")" ]; then
+    caught_up || die "the replica did not catch up after resume"
+    drop_slot
+  fi
+}
+
+not_streaming() { [ "$(replica_sql "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 0 ]; }
+
+# primary_conninfo lives in postgresql.auto.conf (pg_basebackup -R), so ALTER SYSTEM is the way
+# to change it; PostgreSQL 13+ restarts the WAL receiver on reload.
+disconnect() {
+  refuse_shared disconnect
+  replica_up || die "the replica in $DATA is not running"
+  create_slot
+  if [ ! -f "$SAVED_CONNINFO" ]; then
+    replica_sql "SHOW primary_conninfo" | as_pg tee "$SAVED_CONNINFO.new" >/dev/null
+    as_pg mv "$SAVED_CONNINFO.new" "$SAVED_CONNINFO"
+  fi
+  replica_sql "ALTER SYSTEM SET primary_conninfo = 'host=$HOST port=1 user=postgres connect_timeout=1'" >/dev/null
+  replica_sql "SELECT pg_reload_conf()" >/dev/null
+  wait_until 15 not_streaming || die "the replica still streams from its primary"
+}
+
+reconnect() {
+  [ -f "$SAVED_CONNINFO" ] || return 0
+  replica_up || die "the replica in $DATA is not running"
+  local conninfo q="'"
+  conninfo="$(cat "$SAVED_CONNINFO")"
+  # A SQL string literal: quotes doubled (the passfile path is quoted inside the conninfo).
+  replica_sql "ALTER SYSTEM SET primary_conninfo = '${conninfo//$q/$q$q}'" >/dev/null
+  replica_sql "SELECT pg_reload_conf()" >/dev/null
+  rm -f "$SAVED_CONNINFO"
+  wait_until 20 streaming_from_primary || die "the replica did not stream again after reconnect"
+  caught_up || die "the replica did not catch up after reconnect"
+  drop_slot
+}
+
 ensure() {
   ensure_primary_allows_replication
+  resume
+  if [ -f "$SAVED_CONNINFO" ] && replica_up; then reconnect || true; fi
   if start && wait_until 10 streaming_from_primary; then
     if [ "$(cat "$LAG_CONF" 2>/dev/null)" != "recovery_min_apply_delay = '0ms'" ]; then
       set_lag 0
@@ -182,6 +269,7 @@ ensure() {
     wait_until 20 streaming_from_primary || { tail -n 20 "$DATA/server.log" >&2; die "the replica does not stream"; }
   fi
   caught_up || die "the replica did not catch up with the primary within 20 s"
+  [ "$PORT" = 5433 ] || drop_slot
   log "streaming replica of $PGHOST:$PGPORT up on $HOST:$PORT ($DATA)"
 }
 
@@ -205,6 +293,10 @@ case "${1:-ensure}" in
   stop) restartpoint; stop ;;
   lag) [ $# -eq 2 ] || die "usage: $0 lag SECONDS"; set_lag "$2" ;;
   status) replica_up && streaming_from_primary ;;
-  destroy) stop; rm -rf "$DATA" ;;
-  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy]" ;;
+  destroy) resume; stop; rm -rf "$DATA"; [ "$PORT" = 5433 ] || drop_slot ;;
+  hang) hang ;;
+  resume) resume ;;
+  disconnect) disconnect ;;
+  reconnect) reconnect ;;
+  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy|hang|resume|disconnect|reconnect]" ;;
 esac

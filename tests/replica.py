@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import fcntl
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -60,9 +61,15 @@ def due_schedule(username: str) -> ReviewSchedule:
     )
 
 
-def run_script(*args: str) -> None:
+def run_script(*args: str, port: int | None = None) -> None:
+    env = None if port is None else {**os.environ, "RESEE_REPLICA_PORT": str(port)}
     result = subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"scripts/replica.sh {' '.join(args)} failed:\n{result.stderr}")
@@ -229,3 +236,92 @@ def lagging_replica(replica_control: Replica) -> Replica:
     replica_control.wait_caught_up()
     replica_control.lag(LAG_SECONDS)
     return replica_control
+
+
+# -- the private replica of the fault tests ------------------------------------------------------
+
+FAULT_ALIAS = "replica_faults"
+
+
+def _fault_port() -> int:
+    return int(connections.settings[FAULT_ALIAS]["PORT"])
+
+
+class FaultReplica:
+    """A replica of our own, to hang and cut off: the shared one serves other test runs."""
+
+    alias = FAULT_ALIAS
+
+    def __init__(self) -> None:
+        self.port = _fault_port()
+
+    def script(self, *args: str) -> None:
+        run_script(*args, port=self.port)
+
+    def hang(self) -> None:
+        """SIGSTOP the postmaster and every backend: the kernel still accepts and ACKs."""
+        self.script("hang")
+
+    def resume(self) -> None:
+        self.script("resume")
+
+    def disconnect(self) -> None:
+        """Point its primary_conninfo at a dead port: it keeps serving what it has."""
+        self.script("disconnect")
+
+    def reconnect(self) -> None:
+        self.script("reconnect")
+
+    def wait_caught_up(self, timeout: float = 30) -> None:
+        target = primary_lsn()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                replayed = _replicas.parse_lsn(
+                    _query(FAULT_ALIAS, "SELECT pg_last_wal_replay_lsn()::text")
+                )
+            except Exception:
+                connections[FAULT_ALIAS].close()
+                replayed = 0
+            if replayed >= target:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the private replica did not catch up within {timeout} s")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def fault_replica_db(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The private replica, built or repaired by scripts/replica.sh (a few seconds)."""
+    lock = Path(f"/tmp/resee-perf-replica-{_fault_port()}.lock")
+    with django_db_blocker.unblock(), lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        run_script("ensure", port=_fault_port())
+        FaultReplica().wait_caught_up()
+        connections[FAULT_ALIAS].close()
+
+
+@pytest.fixture
+def fault_replica(fault_replica_db: None, transactional_db: None) -> Iterator[FaultReplica]:
+    """The private replica, running and streaming; resumed, reconnected and caught up again
+    afterwards whatever the test did to it."""
+    lock = Path(f"/tmp/resee-perf-replica-{_fault_port()}.lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _fresh_state()
+        connections[FAULT_ALIAS].close()
+        control = FaultReplica()
+        try:
+            yield control
+        finally:
+            _replicas.forget()
+            try:
+                control.resume()
+                control.reconnect()
+                control.wait_caught_up(timeout=10)
+            except (RuntimeError, AssertionError):
+                # Past repair (the primary recycled WAL it needed): rebuilt, a few seconds.
+                connections[FAULT_ALIAS].close()
+                control.script("ensure")
+                control.wait_caught_up()
+            connections[FAULT_ALIAS].close()

@@ -60,11 +60,20 @@ DATABASES["replica"] = {
     **dj_database_url.parse(
         os.environ.get("REPLICA_DATABASE_URL", "postgres://postgres@127.0.0.1:5433/test")
     ),
+    # A hung replica costs a routed request at most this long (resee_perf.W024).
+    "OPTIONS": {"connect_timeout": 2},
     "TEST": {"MIRROR": "default"},
 }
 # For the router's load balancing and failover tests: a second alias of the same replica, and
 # one whose server never answers (port 1 is closed).
 DATABASES["replica2"] = {**DATABASES["replica"], "TEST": {"MIRROR": "default"}}
+# A private replica for the fault tests (tests/test_routers_faults.py), which SIGSTOP it and cut
+# it off from its primary: never the shared one on 5433, which other test runs read from.
+DATABASES["replica_faults"] = {
+    **DATABASES["replica"],
+    "PORT": int(os.environ.get("RESEE_FAULT_REPLICA_PORT", "5440")),
+    "TEST": {"MIRROR": "default"},
+}
 DATABASES["replica_unreachable"] = {
     **DATABASES["replica"],
     "PORT": 1,

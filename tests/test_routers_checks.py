@@ -1,10 +1,11 @@
-"""System checks of the router: resee_perf.E020-E021, W020-W023."""
+"""System checks of the router: resee_perf.E020-E021, W020-W024."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -78,6 +79,27 @@ def test_w023_middleware_below_sessions() -> None:
         MIDDLEWARE=[SESSIONS, MIDDLEWARE],
         RESEE_PERF={"REPLICAS": ["replica"]},
     ) == ["resee_perf.W023"]
+
+
+def test_w024_a_replica_without_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Added to the DATABASES dict, not overridden: Django warns about overriding DATABASES.
+    monkeypatch.setitem(
+        settings.DATABASES, "slow", {**settings.DATABASES["replica"], "OPTIONS": {}}
+    )
+    monkeypatch.setitem(
+        settings.DATABASES,
+        "other_engine",
+        {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    )
+    complete = {"DATABASE_ROUTERS": [ROUTER], "MIDDLEWARE": [MIDDLEWARE]}
+    with override_settings(**complete, RESEE_PERF={"REPLICAS": ["replica", "slow"]}):
+        [warning] = check_router()
+    assert warning.id == "resee_perf.W024"
+    assert "'slow'" in warning.msg
+    assert warning.hint is not None
+    assert "connect_timeout" in warning.hint
+    # Given (the test settings give the replica 2 s), or not PostgreSQL: nothing to say.
+    assert ids(**complete, RESEE_PERF={"REPLICAS": ["replica", "other_engine"]}) == []
 
 
 class CustomRouter(StickyReplicaRouter):

@@ -97,8 +97,12 @@ DATABASES: dict[str, dict[str, Any]] = {
     ),
 }
 if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
+    _replica = dj_database_url.parse(_replica_url)
     DATABASES["replica"] = {
-        **dj_database_url.parse(_replica_url),
+        **_replica,
+        # A request routed to a hung replica gives up after 2 s and reads from the primary
+        # (resee_perf.W024); libpq's default is to wait forever.
+        "OPTIONS": {"connect_timeout": 2, **_replica.get("OPTIONS", {})},
         # The replica holds the primary's data, so tests must not create a database for it.
         "TEST": {"MIRROR": "default"},
     }

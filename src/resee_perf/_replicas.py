@@ -1,8 +1,14 @@
 """What each process knows about each replica: is it up, how far has it replayed, how far
 behind is it. The router asks on every read, so the answer comes from memory; the database is
 asked at most once per replica per ``REPLICA_CHECK_INTERVAL`` (``REPLICA_RETRY_SECONDS`` once a
-replica has failed), by whichever thread first finds the answer too old, on a connection of
-its own with short timeouts.
+replica has failed), on a connection of its own.
+
+The check runs on a thread of its own, started by whichever request thread first finds the
+answer too old; that thread waits for it at most ``REPLICA_CHECK_TIMEOUT`` and then marks the
+replica down. The bound has to be on the client: a hung server (stopped, swapping, a frozen
+VM) enforces no ``statement_timeout``, and its kernel keeps ACKing, so TCP keepalives and
+``tcp_user_timeout`` never fire either. Other threads never wait for a check: while one is in
+flight they use the last known status.
 
 LSNs are PostgreSQL's WAL positions (``pg_lsn``) as integers, so that "has this replica
 replayed that write" is one integer comparison.
@@ -12,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import itertools
 import math
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,17 +37,26 @@ from django.dispatch import receiver
 from resee_perf.conf import SETTING_NAME, conf
 from resee_perf.metrics import report_replica
 
-# Lag is 0 while the replica has replayed everything it received: the age of the last
-# replayed transaction would otherwise grow on an idle primary and look like lag.
+# The lag is measured against the primary's position (read just before, see _lag), not
+# against what the replica itself received: a replica cut off from its primary has replayed
+# all it received and would look 0 s behind forever. The WAL receiver's presence (its pid is
+# visible without pg_read_all_stats, the other columns are not) only serves where the
+# primary's position is unknown.
 _CHECK_SQL = """
 SELECT pg_is_in_recovery(),
        pg_last_wal_replay_lsn()::text,
-       CASE WHEN NOT pg_is_in_recovery()
-              OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-            ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END::float8
+       pg_last_wal_receive_lsn()::text,
+       EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8,
+       EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)
 """
 
+# How many (time, primary position) samples each replica keeps to date its replay position:
+# with one sample per check, REPLICA_CHECK_INTERVAL x 64 seconds of history (32 s by default).
+# Older samples only make the lag estimate larger, never smaller (see _lag).
+_POSITION_SAMPLES = 64
+
+
+_PRIMARY_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
 # Process-wide and never reset, so that no generation is ever handed out twice.
 _generations = itertools.count(1)
@@ -71,8 +88,31 @@ def primary_lsn(alias: str = DEFAULT_DB_ALIAS) -> int | None:
         return None
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+            cursor.execute(_PRIMARY_LSN_SQL)
             row = cursor.fetchone()
+    except DatabaseError:
+        return None
+    return parse_lsn(row[0]) if row and row[0] else None
+
+
+def _primary_position_for_check(alias: str = DEFAULT_DB_ALIAS) -> int | None:
+    """:func:`primary_lsn` for the replica checks, on the raw connection: a health check's
+    query is not the application's, and stays out of its query log (assertNumQueries, debug
+    toolbar), as the check's query on the replica does."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return None
+    try:
+        with connection.wrap_database_errors:
+            connection.ensure_connection()
+            raw = connection.connection
+            assert raw is not None
+            cursor = raw.cursor()
+            try:
+                cursor.execute(_PRIMARY_LSN_SQL)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
     except DatabaseError:
         return None
     return parse_lsn(row[0]) if row and row[0] else None
@@ -135,19 +175,64 @@ class ReplicaStatus:
     """time.monotonic() of the check."""
 
 
+def _libpq_version() -> int:
+    """The libpq the PostgreSQL driver runs on (e.g. 160002), 0 where unknown."""
+    try:
+        import psycopg
+
+        return int(psycopg.pq.version())
+    except ImportError:
+        pass
+    try:
+        # Imported by name: psycopg2 ships no type stubs.
+        extensions = importlib.import_module("psycopg2.extensions")
+    except ImportError:
+        return 0
+    return int(extensions.libpq_version())
+
+
+def _check_connection_options(timeout: float) -> dict[str, Any]:
+    """libpq options of the check's own connection: bounded connects, and dead peers found.
+
+    Keepalives and ``tcp_user_timeout`` end a check stuck on a host that went away (the
+    kernel stops ACKing); the deadline of :meth:`_Replica.check_within_deadline` covers the
+    hung server whose kernel still ACKs. libpq's connect_timeout is whole seconds, 2 at least.
+    """
+    seconds = max(1, math.ceil(timeout))
+    options: dict[str, Any] = {
+        "connect_timeout": max(2, seconds),
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+    }
+    if _libpq_version() >= 120000:  # older libpq refuses the unknown option
+        options["tcp_user_timeout"] = max(1000, int(timeout * 1000))
+    return options
+
+
 class _Replica:
-    """One replica's last status, the lock that lets one thread at a time re-check it, and the
-    private connection those checks use."""
+    """One replica's last status, the lock that lets one check at a time run, and the private
+    connection those checks use."""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
         self.lock = threading.Lock()
+        """Held from the start of a check to its end, by the check's own thread at the end: a
+        check stuck on a hung replica keeps it, and no second check piles up behind it."""
         self.status: ReplicaStatus | None = None
         self.generation = next(_generations)
         """Changes on each failure (and when the statuses are forgotten): Django connections
         opened under an older generation may be broken, and are opened afresh."""
         self._wrapper: BaseDatabaseWrapper | None = None
         self._pid = 0
+        self._abandoned = False
+        """Set when the running check overran its deadline: its thread then drops its
+        connection when (if ever) the server answers."""
+        self._forgotten = False
+        """Set by :func:`forget`: a check still running reports nothing, and closes."""
+        self._primary_positions: deque[tuple[float, int]] = deque(maxlen=_POSITION_SAMPLES)
+        """(time.monotonic(), primary position then), the latest time each position was seen."""
 
     def fresh(self, status: ReplicaStatus | None, now: float) -> bool:
         if status is None:
@@ -155,6 +240,47 @@ class _Replica:
         settings = routing_settings()
         interval = settings.check_interval if status.up else settings.retry_seconds
         return now - status.checked_at < interval
+
+    def check_within_deadline(self) -> ReplicaStatus:
+        """Check on a thread of its own and wait for it at most ``REPLICA_CHECK_TIMEOUT``;
+        past that the replica is down. Called holding ``self.lock``, which passes to the check's
+        thread: it releases it when the check ends, however late."""
+        done = threading.Event()
+        try:
+            timeout = routing_settings().check_timeout
+            # The primary's position, read by the calling thread on its own Django connection
+            # (a request's, counted in its connection budget) once per check, never per read.
+            primary = _primary_position_for_check()
+            if primary is not None:
+                self._note_primary(time.monotonic(), primary)
+            self._abandoned = False
+            thread = threading.Thread(
+                target=self._run_check,
+                args=(done,),
+                name=f"resee_perf replica check {self.alias}",
+                daemon=True,
+            )
+            thread.start()
+        except BaseException:
+            # No check thread to release it: a lock kept here would stop the checks for good.
+            self.lock.release()
+            raise
+        if done.wait(timeout):
+            current = self.status
+            return current if current is not None else self.fail()
+        # The server did not answer in time: stopped, overloaded, or the network is gone. The
+        # check's thread keeps its connection (and the lock) until the server answers.
+        self._abandoned = True
+        return self.fail()
+
+    def _run_check(self, done: threading.Event) -> None:
+        try:
+            self.check()
+        finally:
+            if self._abandoned or self._forgotten:
+                self._drop_connection()
+            done.set()
+            self.lock.release()
 
     def check(self) -> ReplicaStatus:
         try:
@@ -172,6 +298,8 @@ class _Replica:
             # error for the caller.
             self._drop_connection()
             return self.fail()
+        if self._forgotten:
+            return status
         self.status = status
         report_replica(self.alias, up=True, lag=status.lag)
         return status
@@ -180,20 +308,63 @@ class _Replica:
         status = ReplicaStatus(up=False, replay_lsn=None, lag=None, checked_at=time.monotonic())
         if self.status is None or self.status.up:
             self.generation = next(_generations)
+        if self._forgotten:
+            return status
         self.status = status
         report_replica(self.alias, up=False, lag=None)
         return status
 
-    def _read(self, wrapper: BaseDatabaseWrapper, cursor: Any) -> ReplicaStatus:
+    def _note_primary(self, at: float, lsn: int) -> None:
+        positions = self._primary_positions
+        if positions and positions[-1][1] == lsn:
+            positions[-1] = (at, lsn)
+        else:
+            positions.append((at, lsn))
+
+    def _lag(
+        self, replay: int, receive: int | None, replay_age: float | None, receiving: bool
+    ) -> float:
+        """Seconds the replica's data is behind the primary's.
+
+        Where it has replayed the primary's last known position: 0 (an idle primary with an
+        up-to-date replica is not lagging, however old its last transaction). Behind it, the
+        smaller of two upper bounds: the age of the last transaction it replayed (anything
+        it lacks was written after that), and the time since the primary was last seen at a
+        position it has replayed. A replica cut off from its primary thus lags from the first
+        write it misses on, whether or not its WAL receiver runs.
+        """
         now = time.monotonic()
+        positions = list(self._primary_positions)
+        if positions:
+            if replay >= positions[-1][1]:
+                return 0.0
+            bounds = [now - at for at, lsn in positions if lsn <= replay]
+            if replay_age is not None:
+                bounds.append(replay_age)
+            # Nothing in the window and no transaction replayed: behind all the history kept.
+            return max(0.0, min(bounds)) if bounds else now - positions[0][0]
+        # The primary's position is unknown (not PostgreSQL, or read inside a transaction):
+        # only a running WAL receiver that has replayed all it received counts as current.
+        if receiving and receive is not None and receive == replay:
+            return 0.0
+        return max(0.0, replay_age or 0.0)
+
+    def _read(self, wrapper: BaseDatabaseWrapper, cursor: Any) -> ReplicaStatus:
         if wrapper.vendor != "postgresql":
             cursor.execute("SELECT 1")
             cursor.fetchone()
-            return ReplicaStatus(up=True, replay_lsn=None, lag=None, checked_at=now)
+            return ReplicaStatus(up=True, replay_lsn=None, lag=None, checked_at=time.monotonic())
         cursor.execute(_CHECK_SQL)
-        in_recovery, replay_lsn, lag = cursor.fetchone()
-        lsn = parse_lsn(replay_lsn) if in_recovery and replay_lsn else None
-        return ReplicaStatus(up=True, replay_lsn=lsn, lag=float(lag), checked_at=now)
+        in_recovery, replay_text, receive_text, replay_age, receiving = cursor.fetchone()
+        now = time.monotonic()
+        if not in_recovery or not replay_text:
+            # Not a standby (or one that has replayed nothing yet): its positions are not ours.
+            return ReplicaStatus(up=True, replay_lsn=None, lag=0.0, checked_at=now)
+        replay = parse_lsn(replay_text)
+        receive = parse_lsn(receive_text) if receive_text else None
+        age = None if replay_age is None else float(replay_age)
+        lag = self._lag(replay, receive, age, bool(receiving))
+        return ReplicaStatus(up=True, replay_lsn=replay, lag=lag, checked_at=now)
 
     def _connection(self) -> BaseDatabaseWrapper:
         if self._wrapper is not None and self._pid != os.getpid():
@@ -205,6 +376,8 @@ class _Replica:
             self._pid = os.getpid()
             self._wrapper.ensure_connection()
             if self._wrapper.vendor == "postgresql":
+                # The server's own bound, for a slow (not hung) replica: the check's thread
+                # then ends, and its connection stays usable.
                 timeout_ms = max(1, int(routing_settings().check_timeout * 1000))
                 raw = self._wrapper.connection
                 assert raw is not None
@@ -213,18 +386,17 @@ class _Replica:
         return self._wrapper
 
     def _new_wrapper(self) -> BaseDatabaseWrapper:
-        # A connection of our own, not Django's per-thread one: the checks run in whichever
-        # thread finds the status old, and must not touch that thread's transactions.
+        # A connection of our own, not Django's per-thread one: the checks run on threads that
+        # come and go, and must not touch a request's transactions.
         settings_dict = copy.deepcopy(connections.settings[self.alias])
         options = settings_dict.setdefault("OPTIONS", {})
         options.pop("pool", None)
         if "postgresql" in settings_dict["ENGINE"]:
-            # libpq's connect_timeout is whole seconds, 2 at least.
-            options["connect_timeout"] = max(2, math.ceil(routing_settings().check_timeout))
+            options.update(_check_connection_options(routing_settings().check_timeout))
         wrapper: BaseDatabaseWrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
             settings_dict, self.alias
         )
-        # Used under self.lock by whichever thread checks next.
+        # Used under self.lock by whichever check thread runs next.
         wrapper.inc_thread_sharing()
         return wrapper
 
@@ -235,8 +407,14 @@ class _Replica:
                 wrapper.close()
 
     def close(self) -> None:
-        with self.lock:
-            self._drop_connection()
+        self._forgotten = True
+        # A check stuck on a hung replica holds the lock: its thread closes the connection
+        # when it ends (_run_check), and nobody waits for it here.
+        if self.lock.acquire(blocking=False):
+            try:
+                self._drop_connection()
+            finally:
+                self.lock.release()
 
 
 # Process-wide on purpose: one status and one check connection per replica per process is
@@ -253,29 +431,54 @@ def _replica(alias: str) -> _Replica:
     return replica
 
 
-def status(alias: str) -> ReplicaStatus:
-    """The replica's status, at most one check interval old.
+# Replicas inherited through fork (gunicorn --preload), kept alive but never used: a check in
+# flight in the parent holds its replica's lock in the child for good, and freeing the
+# parent's connection would end its session.
+_inherited: list[dict[str, _Replica]] = []
 
-    A thread that finds it old re-checks it; the others meanwhile use the previous status
-    (WAL positions only grow, so an old position only ever sends a read to the primary).
-    Only the very first check of a replica makes the other threads wait for it.
+
+def _start_afresh_in_child() -> None:
+    global _replicas_lock
+    _inherited.append(dict(_replicas))
+    _replicas.clear()
+    _replicas_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere nothing forks
+    os.register_at_fork(after_in_child=_start_afresh_in_child)
+
+
+def _unknown() -> ReplicaStatus:
+    return ReplicaStatus(up=False, replay_lsn=None, lag=None, checked_at=time.monotonic())
+
+
+def status(alias: str) -> ReplicaStatus:
+    """The replica's status, at most one check interval old (plus the check's deadline).
+
+    A thread that finds it old starts a check and waits for it at most
+    ``REPLICA_CHECK_TIMEOUT``; the others meanwhile use the previous status (WAL positions
+    only grow, so an old position only ever sends a read to the primary), or, before the
+    first check has answered, treat the replica as unusable. Nobody waits for another
+    thread's check.
     """
     replica = _replica(alias)
     current = replica.status
     if replica.fresh(current, time.monotonic()):
         assert current is not None
         return current
-    if not replica.lock.acquire(blocking=current is None):
-        assert current is not None
-        return current
+    if not replica.lock.acquire(blocking=False):
+        return current if current is not None else _unknown()
+    handed_over = False
     try:
         current = replica.status
         if replica.fresh(current, time.monotonic()):
             assert current is not None
             return current
-        return replica.check()
+        handed_over = True
+        return replica.check_within_deadline()
     finally:
-        replica.lock.release()
+        if not handed_over:
+            replica.lock.release()
 
 
 def generation(alias: str) -> int:
@@ -283,10 +486,10 @@ def generation(alias: str) -> int:
 
 
 def mark_down(alias: str) -> None:
-    """A connection to the replica failed: no reads there until it passes a check again."""
-    replica = _replica(alias)
-    with replica.lock:
-        replica.fail()
+    """A connection to the replica failed: no reads there until it passes a check again.
+
+    Without the check's lock: a check stuck on the same hung replica holds it."""
+    _replica(alias).fail()
 
 
 def forget() -> None:

@@ -582,4 +582,34 @@ def check_router(
                 id="resee_perf.W023",
             )
         )
+    messages.extend(_check_replica_connect_timeouts([a for a in replicas if a != PRIMARY]))
+    return messages
+
+
+def _check_replica_connect_timeouts(replicas: Sequence[str]) -> list[CheckMessage]:
+    """W024: a PostgreSQL replica alias without OPTIONS['connect_timeout'].
+
+    A request opens its connection to the replica it was routed to lazily, with Django's own
+    settings: against a hung replica (stopped, frozen VM, full accept queue) libpq then waits
+    forever, and the router never gets the error that marks the replica down."""
+    messages: list[CheckMessage] = []
+    for alias in replicas:
+        database = settings.DATABASES.get(alias)
+        if not isinstance(database, Mapping) or "postgresql" not in str(database.get("ENGINE", "")):
+            continue  # E020 reports a missing alias; other engines have other options
+        options = database.get("OPTIONS")
+        if isinstance(options, Mapping) and options.get("connect_timeout"):
+            continue
+        messages.append(
+            Warning(
+                f"DATABASES[{alias!r}] is a replica in {SETTING_NAME}['REPLICAS'] without "
+                "OPTIONS['connect_timeout'].",
+                hint=(
+                    f'Add "OPTIONS": {{"connect_timeout": 2}} to DATABASES[{alias!r}] '
+                    "(whole seconds, 2 at least): without it a request routed to a hung "
+                    "replica waits for it forever instead of falling back to the primary."
+                ),
+                id="resee_perf.W024",
+            )
+        )
     return messages

@@ -145,8 +145,8 @@ OPTIONS: dict[str, Option] = {
         validate=positive_number,
         expected="a positive number of seconds",
         doc=(
-            "Connect and statement timeout of that check. libpq waits at least 2 s to connect, "
-            "so smaller values only shorten the statement timeout."
+            "Deadline of that check, kept by the client: a replica that has not answered by "
+            "then is marked down (a hung server enforces no statement_timeout)."
         ),
     ),
     "REPLICA_MAX_LAG_SECONDS": Option(

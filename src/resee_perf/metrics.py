@@ -171,7 +171,8 @@ REPLICA_UP = _gauge(
 )
 REPLICA_LAG_SECONDS = _gauge(
     "resee_perf_replica_lag_seconds",
-    "Replay lag of a replica at its last check (0 when it has replayed all it received).",
+    "How far a replica's data is behind the primary's at its last check (0 when it has "
+    "replayed the primary's last known position).",
     ["alias"],
 )
 
