@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import dj_database_url
+import django
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -31,6 +32,9 @@ INSTALLED_APPS = [
     "review",
     "analytics",
 ]
+if django.VERSION >= (6, 1):
+    # Models with database-level on_delete (DB_CASCADE, DB_SET_NULL), new in Django 6.1.
+    INSTALLED_APPS.append("tests.db_on_delete")
 
 MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",

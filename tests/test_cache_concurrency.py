@@ -100,6 +100,7 @@ def counted(name: str, result: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 def test_forty_callers_in_four_processes_run_a_cold_body_once(prefix: str) -> None:
     runs_key = f"{prefix}:runs"
     context = multiprocessing.get_context("spawn")
@@ -186,6 +187,7 @@ HOT_SECONDS = 3.0
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 @pytest.mark.parametrize(
     "options",
     [{"stale_ttl": 10.0, "beta": 0.0}, {"beta": 1.0}],

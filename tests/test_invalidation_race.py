@@ -87,6 +87,7 @@ def counted(client: redis.Redis, action: Callable[[], object]) -> dict[str, int]
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)  # so that invalidation runs at once
 def test_invalidating_100000_entries_costs_what_invalidating_10_does(
     private_redis: redis.Redis, private_cache: str
@@ -145,6 +146,7 @@ def test_invalidating_100000_entries_costs_what_invalidating_10_does(
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)
 def test_redis_unreachable_during_a_write_the_invalidation_is_retried_until_it_lands(
     private_redis: redis.Redis, private_cache: str, caplog: Any
@@ -439,6 +441,7 @@ def race(variant: str, writes: int) -> tuple[Tally, Tally]:
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "variant",
@@ -467,6 +470,7 @@ def test_no_stale_read_after_a_committed_write_threads_and_processes(variant: st
 
 
 @pytest.mark.slow
+@pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "variant",

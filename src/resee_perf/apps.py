@@ -22,3 +22,4 @@ class ReseePerfConfig(AppConfig):
         checks.register(
             resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True
         )
+        checks.register(resee_checks.check_database_on_delete, checks.Tags.models)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import deletion
 from django.utils.module_loading import import_string
 
 from resee_perf import pool
@@ -610,6 +611,43 @@ def _check_replica_connect_timeouts(replicas: Sequence[str]) -> list[CheckMessag
                     "replica waits for it forever instead of falling back to the primary."
                 ),
                 id="resee_perf.W024",
+            )
+        )
+    return messages
+
+
+# -- Database-level on_delete: resee_perf.W045 ------------------------------------------------
+
+
+def check_database_on_delete(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """An invalidate_on() model whose foreign key lets the database delete or change its rows
+    (Django 6.1's DB_CASCADE, DB_SET_NULL, DB_SET_DEFAULT): no signal tells the receivers."""
+    from resee_perf.invalidation import database_on_delete_relations
+
+    messages: list[CheckMessage] = []
+    for model, field, covered in database_on_delete_relations():
+        if covered:
+            continue
+        label = model._meta.label
+        target = field.remote_field.model
+        target_label = target._meta.label if isinstance(target, type) else str(target)
+        on_delete = field.remote_field.on_delete
+        effect = "deletes" if on_delete is getattr(deletion, "DB_CASCADE", None) else "updates"
+        messages.append(
+            Warning(
+                f"invalidate_on({label}) misses the rows that {label}.{field.name} "
+                f"(on_delete={on_delete}) lets the database change: deleting a {target_label} "
+                f"{effect} its {label} rows in the database, with no signal, so their cached "
+                "entries stay valid.",
+                hint=(
+                    f"Pass db_on_delete=True to invalidate_on({label}, ...) to invalidate them "
+                    f"from {target_label}'s pre_delete (one query per deleted row), or use the "
+                    "Python on_delete (CASCADE, SET_NULL, SET_DEFAULT)."
+                ),
+                obj=field,
+                id="resee_perf.W045",
             )
         )
     return messages

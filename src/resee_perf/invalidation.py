@@ -36,6 +36,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.apps import apps
@@ -44,7 +45,8 @@ from django.core.cache import BaseCache, caches
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Field, ForeignKey, Model, Q, signals
+from django.db.models import Field, ForeignKey, Model, Q, deletion, signals
+from django.db.models.fields.related import lazy_related_operation
 
 from resee_perf._keys import TAG, family_key, tag_part
 from resee_perf.conf import conf
@@ -336,6 +338,7 @@ def invalidate_on(
     track: Sequence[str] = (),
     cache: str | None = None,
     dispatch_uid: str | None = None,
+    db_on_delete: bool = False,
 ) -> TagsFunction[M]: ...
 
 
@@ -347,6 +350,7 @@ def invalidate_on(
     track: Sequence[str] = (),
     cache: str | None = None,
     dispatch_uid: str | None = None,
+    db_on_delete: bool = False,
 ) -> Callable[[TagsFunction[M]], TagsFunction[M]]: ...
 
 
@@ -357,6 +361,7 @@ def invalidate_on(
     track: Sequence[str] = (),
     cache: str | None = None,
     dispatch_uid: str | None = None,
+    db_on_delete: bool = False,
 ) -> TagsFunction[M] | Callable[[TagsFunction[M]], TagsFunction[M]]:
     """Invalidate ``tags(instance)`` whenever an instance of ``model`` is saved or deleted.
 
@@ -371,12 +376,22 @@ def invalidate_on(
     Registering again with the same ``dispatch_uid`` (default: where ``tags`` is defined)
     replaces the earlier registration, so calling this from ``AppConfig.ready()`` or at import
     is idempotent. Usable as a decorator: ``@invalidate_on(Content, track=["category"])``.
+
+    A foreign key of ``model`` with a database-level ``on_delete`` (Django 6.1's
+    ``DB_CASCADE``, ``DB_SET_NULL``, ``DB_SET_DEFAULT``) deletes or changes rows without any
+    signal: the system check ``resee_perf.W045`` names it. ``db_on_delete=True`` covers it by
+    reading the rows it points at in the target's ``pre_delete`` and invalidating their tags.
     """
     if tags is None:
 
         def decorator(function: TagsFunction[M]) -> TagsFunction[M]:
             return invalidate_on(
-                model, function, track=track, cache=cache, dispatch_uid=dispatch_uid
+                model,
+                function,
+                track=track,
+                cache=cache,
+                dispatch_uid=dispatch_uid,
+                db_on_delete=db_on_delete,
             )
 
         return decorator
@@ -388,6 +403,7 @@ def invalidate_on(
     _registry.setdefault(model, {})[dispatch_uid or _default_uid(tags)] = registration
     for sender in _senders(model):
         _connect(sender, pre_save=bool(registration.track))
+    _watch_database_on_delete(model, cover=db_on_delete)
     return tags
 
 
@@ -644,3 +660,90 @@ def invalidate_objects(objects: Iterable[Model], *, using: str | None = None) ->
                 "registration covers that model; register one or call invalidate_tags()."
             )
         _invalidate_instances(model, group, db)
+
+
+# --- Database-level on_delete (Django 6.1+) --------------------------------------------------
+
+# Django 6.1's DB_CASCADE, DB_SET_NULL and DB_SET_DEFAULT leave a foreign key's on_delete to the
+# database: the rows it deletes or changes send no pre/post_delete or post_save, so the
+# receivers above never see them. Process-wide like _registry: (registered model, foreign key
+# name) -> whether a registration covers it (db_on_delete=True); and, for the covered ones,
+# target model -> the (model, foreign key) rows to invalidate before one of its rows is deleted.
+_database_on_delete: dict[tuple[type[Model], str], bool] = {}
+_covered_targets: dict[type[Model], dict[tuple[type[Model], str], ForeignKey[Any, Any]]] = {}
+
+
+def _database_on_delete_keys(model: type[Model]) -> list[ForeignKey[Any, Any]]:
+    """The foreign keys of ``model`` (and its multi-table parents) whose on_delete the
+    database runs. None before Django 6.1, which has no such on_delete."""
+    database_on_delete = getattr(deletion, "DatabaseOnDelete", None)
+    if database_on_delete is None:
+        return []
+    # local_fields, not _meta.fields: this may run before the app registry is ready, when
+    # _meta's field caches must not be filled yet.
+    return [
+        field
+        for cls in (model, *model._meta.get_parent_list())
+        for field in cls._meta.local_fields
+        if isinstance(field, ForeignKey)
+        and isinstance(field.remote_field.on_delete, database_on_delete)
+    ]
+
+
+def _watch_database_on_delete(model: type[Model], *, cover: bool) -> None:
+    for field in _database_on_delete_keys(model):
+        key = (model, field.name)
+        _database_on_delete[key] = _database_on_delete.get(key, False) or cover
+        if cover:
+            # The target may be a lazy reference ("self", "app.Model") until the registry is
+            # ready.
+            lazy_related_operation(
+                partial(_cover_target, field=field), model, field.remote_field.model
+            )
+
+
+def _cover_target(model: type[Model], target: type[Model], *, field: ForeignKey[Any, Any]) -> None:
+    target = target._meta.concrete_model or target
+    _covered_targets.setdefault(target, {})[(model, field.name)] = field
+    label = target._meta.label_lower
+    # A proxy of the target sends pre_delete with itself as sender.
+    proxies = [m for m in apps.get_models() if m._meta.proxy and m._meta.concrete_model is target]
+    for sender in (target, *proxies):
+        # A receiver also makes Django's Collector send pre_delete for each row rather than
+        # fast-delete them with one query.
+        signals.pre_delete.connect(
+            _on_target_pre_delete,
+            sender=sender,
+            dispatch_uid=f"resee_perf.invalidation:db_on_delete:{label}:{sender._meta.label_lower}",
+        )
+
+
+def database_on_delete_relations() -> list[tuple[type[Model], ForeignKey[Any, Any], bool]]:
+    """(model, foreign key, covered) for each registered model's foreign key whose on_delete the
+    database runs (for the system checks)."""
+    return [
+        (model, field, covered)
+        for (model, name), covered in _database_on_delete.items()
+        for field in _database_on_delete_keys(model)
+        if field.name == name
+    ]
+
+
+def _on_target_pre_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
+    # pre_delete runs inside the deletion's transaction, before its DELETE: the rows the
+    # database is about to delete or change are still there, as they are now.
+    target = sender._meta.concrete_model or sender
+    for (model, _), field in _covered_targets.get(target, {}).items():
+        rows = list(model._base_manager.using(using).filter(**{field.name: instance}))
+        if not rows:
+            continue
+        _invalidate_instances(model, rows, using)
+        on_delete = field.remote_field.on_delete
+        if on_delete is not getattr(deletion, "DB_CASCADE", None):
+            # DB_SET_NULL / DB_SET_DEFAULT: the rows stay, under the tags of their new value.
+            new = (
+                None if on_delete is getattr(deletion, "DB_SET_NULL", None) else field.get_default()
+            )
+            _invalidate_instances(
+                model, [_with_values(r, {field.attname: new}) for r in rows], using
+            )
