@@ -5,7 +5,7 @@
 #
 #   source scripts/bootstrap.sh "all" "dev"
 #
-# The venv runs on Python 3.13 (Django 6.x needs 3.12+), found by find_python below; set
+# The venv runs on Python 3.13 (Django 6.x needs 3.12+), found by best_python below; set
 # PYTHON=/path/to/python to use another one.
 set -euo pipefail
 
@@ -33,15 +33,23 @@ find_python() {
       return 0
     fi
   done
-  echo "bootstrap: no working python$want found (PATH, pyenv); set PYTHON=/path/to/python$want" >&2
   return 1
+}
+
+# The newest Python that runs the newest Django (6.x needs 3.12+); else python3 (3.11+), on
+# which pip installs Django 5.2: the demo runs the same, the tests of Django 6.1 do not.
+best_python() {
+  find_python 3.13 || find_python 3.12 || {
+    echo "bootstrap: no python3.13 or python3.12 found (PATH, pyenv); using python3, so Django 5.2 (set PYTHON=/path/to/python3.13 for 6.x)" >&2
+    command -v python3
+  }
 }
 
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _extras="${1:-all}"
 _group="${2:-dev}"
 _venv="${VENV:-$_root/.venv}"
-_python="${PYTHON:-$(find_python 3.13)}"
+_python="${PYTHON:-$(best_python)}"
 _python_version="$("$_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 if [ -x "$_venv/bin/python" ] \
