@@ -9,6 +9,13 @@
 #   scripts/replica.sh lag SECONDS   # recovery_min_apply_delay (decimal seconds; 0 clears it)
 #   scripts/replica.sh status        # exit 0 when the replica is up, in recovery and streaming
 #   scripts/replica.sh destroy       # stop it and delete its data directory
+#   scripts/replica.sh disconnect    # cut it off the primary: primary_conninfo to a closed port
+#   scripts/replica.sh reconnect     # point it back at the primary, wait until it streams
+#   scripts/replica.sh pause|resume  # SIGSTOP / SIGCONT the postmaster and all its children
+#
+# disconnect, pause and resume are for the fault tests (tests/faults/), which run them on a
+# PRIVATE replica (RESEE_REPLICA_PORT=5445), never on the shared one. All are idempotent, and
+# ensure undoes them, so a fault run killed halfway leaves nothing that ensure cannot repair.
 #
 # Environment: PGHOST/PGPORT (the primary, default 127.0.0.1:5432), RESEE_REPLICA_PORT (5433),
 # RESEE_REPLICA_DIR (the data directory; default under the postgres user's home when run as
@@ -38,6 +45,8 @@ else
   DATA="${RESEE_REPLICA_DIR:-$PWD/.services/replica-$PORT}"
 fi
 LAG_CONF="$DATA/resee_lag.conf"
+# Where disconnect keeps the real primary_conninfo (pg_basebackup -R's) until reconnect.
+SAVED_CONNINFO="$DATA/resee_primary_conninfo.saved"
 
 primary_sql() { psql -X -q -At -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -c "$1"; }
 
@@ -171,8 +180,61 @@ rebuild() {
   start || { tail -n 20 "$DATA/server.log" >&2; die "the new replica did not start"; }
 }
 
+# The postmaster's pid, when it runs.
+postmaster_pid() {
+  local pid
+  pid="$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# SIGSTOP the postmaster first, so that it forks no new child while its children are stopped;
+# SIGCONT the children first, so that none finds a stopped postmaster. A hung host, as the
+# clients see it: connections open, nothing answers.
+pause() {
+  local pid
+  pid="$(postmaster_pid)" || die "no replica runs in $DATA"
+  kill -STOP "$pid"
+  # shellcheck disable=SC2046  # one pid per word
+  kill -STOP $(pgrep -P "$pid") 2>/dev/null || true
+}
+
+resume() {
+  local pid
+  pid="$(postmaster_pid)" || return 0
+  # shellcheck disable=SC2046
+  kill -CONT $(pgrep -P "$pid") 2>/dev/null || true
+  kill -CONT "$pid"
+}
+
+not_streaming() { [ "$(replica_sql "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 0 ]; }
+
+# The replica keeps answering reads, but replays nothing new: its data ages while the primary
+# moves on. primary_conninfo is reloadable (PostgreSQL 13+): the WAL receiver restarts with it.
+disconnect() {
+  replica_up || die "no replica answers on $HOST:$PORT"
+  if [ ! -f "$SAVED_CONNINFO" ]; then
+    replica_sql "SHOW primary_conninfo" | as_pg tee "$SAVED_CONNINFO" >/dev/null
+  fi
+  replica_sql "ALTER SYSTEM SET primary_conninfo = 'host=$HOST port=1 user=postgres connect_timeout=1'" >/dev/null
+  replica_sql "SELECT pg_reload_conf()" >/dev/null
+  wait_until 15 not_streaming || die "the replica still streams from the primary"
+}
+
+reconnect() {
+  [ -f "$SAVED_CONNINFO" ] || return 0
+  replica_up || die "no replica answers on $HOST:$PORT"
+  local conninfo
+  conninfo="$(sed "s/'/''/g" "$SAVED_CONNINFO")"
+  replica_sql "ALTER SYSTEM SET primary_conninfo = '$conninfo'" >/dev/null
+  replica_sql "SELECT pg_reload_conf()" >/dev/null
+  rm -f "$SAVED_CONNINFO"
+  wait_until 30 streaming_from_primary || die "the replica does not stream again"
+}
+
 ensure() {
   ensure_primary_allows_replication
+  resume
+  if [ -f "$SAVED_CONNINFO" ] && replica_up; then reconnect || true; fi
   if start && wait_until 10 streaming_from_primary; then
     if [ "$(cat "$LAG_CONF" 2>/dev/null)" != "recovery_min_apply_delay = '0ms'" ]; then
       set_lag 0
@@ -202,9 +264,13 @@ case "${1:-ensure}" in
   ensure) ensure ;;
   start) start || die "could not start the replica in $DATA (run scripts/replica.sh ensure)"
          wait_until 20 streaming_from_primary || die "the replica started but does not stream" ;;
-  stop) restartpoint; stop ;;
+  stop) resume; restartpoint; stop ;;
   lag) [ $# -eq 2 ] || die "usage: $0 lag SECONDS"; set_lag "$2" ;;
   status) replica_up && streaming_from_primary ;;
-  destroy) stop; rm -rf "$DATA" ;;
-  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy]" ;;
+  destroy) resume; stop; rm -rf "$DATA" ;;
+  disconnect) disconnect ;;
+  reconnect) reconnect ;;
+  pause) pause ;;
+  resume) resume ;;
+  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy|disconnect|reconnect|pause|resume]" ;;
 esac
