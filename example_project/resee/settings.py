@@ -7,14 +7,16 @@ newcomer needs no service. Environment:
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
-- ``RESEE_CACHE_ENABLED`` (default on), ``RESEE_CACHE_BREAKER_COOLDOWN`` (seconds): see
-  ``RESEE_PERF`` below.
+- ``RESEE_CACHE_ENABLED`` (default on): see ``RESEE_PERF`` below.
+- ``RESEE_PERF_JSON``: a JSON object of further ``RESEE_PERF`` keys, applied last (the fault
+  suite, tests/faults/, shortens timers this way).
 - ``DJANGO_DEBUG`` (default on), ``DJANGO_SECRET_KEY`` (a development default),
   ``ALLOWED_HOSTS`` (comma-separated).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -143,10 +145,6 @@ RESEE_PERF: dict[str, object] = {
     # function directly, to measure the same build with caching off and on.
     "CACHE_ENABLED": _env_bool("RESEE_CACHE_ENABLED", default=True),
 }
-# How long cache_aside leaves a failing cache alone before trying it again (default 5 s); the
-# fault suite (tests/faults/) shortens it to see the cache again soon after a fault.
-if _cooldown := os.environ.get("RESEE_CACHE_BREAKER_COOLDOWN"):
-    RESEE_PERF["CACHE_BREAKER_COOLDOWN"] = float(_cooldown)
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes
 # (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.
@@ -154,3 +152,7 @@ if "replica" in DATABASES:
     DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
     MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
     RESEE_PERF["REPLICAS"] = ["replica"]
+
+# Last, so that it overrides the above: e.g. '{"STICKY_SECONDS": 2}'.
+if _resee_perf_json := os.environ.get("RESEE_PERF_JSON"):
+    RESEE_PERF.update(json.loads(_resee_perf_json))

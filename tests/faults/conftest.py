@@ -14,6 +14,7 @@ it in its teardown, whatever the test did.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +37,12 @@ PRIMARY = "postgres://postgres@127.0.0.1:5432"
 REPLICA_PORT = int(os.environ.get("RESEE_FAULTS_REPLICA_PORT", "5445"))
 DATABASE = f"resee_faults_{os.environ.get('RESEE_TEST_DB_SUFFIX') or 'default'}"
 WORKERS, THREADS = 2, 4
+# Shorter timers than the defaults, so that a scenario of seconds sees what users would see
+# over minutes: the cache in use again 1 s after it answers (not 5), and a client's writes
+# remembered (its sticky cookie, the positions of its invalidations) for 5 s, the default
+# REPLICA_MAX_LAG_SECONDS, rather than 15.
+RESEE_PERF = {"CACHE_BREAKER_COOLDOWN": 1.0, "STICKY_SECONDS": 2.0}
+WRITE_MEMORY_SECONDS = 5.0
 USERS = 24  # 4 per scenario; each scenario takes its own, so none sees another's writes
 
 _SETUP = """
@@ -161,13 +168,18 @@ class PrivateReplica:
 
 @pytest.fixture(scope="session")
 def private_replica(fault_site: Site) -> Iterator[PrivateReplica]:
-    """After fault_site: ensure waits until the replica has replayed the new database."""
-    replica = PrivateReplica()
-    replica.ensure()
-    try:
-        yield replica
-    finally:
-        replica.run("stop")  # resumes it first if paused; the next ensure reconnects it
+    """After fault_site: ensure waits until the replica has replayed the new database.
+
+    Private to this run: a concurrent run of the suite (another checkout, another tox
+    environment) waits for the lock rather than pausing the replica under this one."""
+    with open(f"/tmp/resee-perf-replica-{REPLICA_PORT}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        replica = PrivateReplica()
+        try:
+            replica.ensure()
+            yield replica
+        finally:
+            replica.run("stop")  # resumes it first if paused; the next ensure reconnects it
 
 
 @pytest.fixture(scope="session")
@@ -223,9 +235,7 @@ def app(
         # libpq's minimum: a replica that does not answer costs a connect this long at most.
         REPLICA_DATABASE_URL=f"{private_replica.conninfo}?connect_timeout=2",
         REDIS_URL=private_redis.url,
-        # Back on the cache 1 s after it answers again, rather than 5: the reads after a fault
-        # then meet whatever the fault left in it.
-        RESEE_CACHE_BREAKER_COOLDOWN="1",
+        RESEE_PERF_JSON=json.dumps(RESEE_PERF),
         PYTHONPATH="",
     )
     output = tmp_path / "app.log"  # Django's log: the errors the faults cause, for diagnosis

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from tests.faults.conftest import THREADS, WORKERS, App, PrivateReplica
+from tests.faults.conftest import THREADS, WORKERS, WRITE_MEMORY_SECONDS, App, PrivateReplica
 from tests.faults.load import BOUND_SECONDS, PHASES, Counts, Load, lost_writes, max_history_id
 from tests.redis_server import PrivateRedis
 
@@ -58,9 +58,9 @@ class Outcome:
         )
 
 
-def run_scenario(name: str, app: App, inject: Callable[[], None]) -> Outcome:
-    """Load before, during and after ``inject`` (which breaks a service, waits, and repairs
-    it); then look for every acknowledged write in the primary."""
+def run_scenario(name: str, app: App, inject: Callable[[Load], None]) -> Outcome:
+    """Load before, during and after ``inject(load)`` (which breaks a service, waits, and
+    repairs it); then look for every acknowledged write in the primary."""
     site, redis, replica = app.site, app.redis, app.replica
     history_before = max_history_id(site.conninfo)
     load = Load(app.url, site.take_users(USERS_PER_SCENARIO))
@@ -70,7 +70,7 @@ def run_scenario(name: str, app: App, inject: Callable[[], None]) -> Outcome:
         # The suite proves nothing unless the load goes through the cache and the replica.
         used = (cache_hits(redis) - hits, replica_transactions(replica) - replica_reads)
         load.phase = "during"
-        inject()
+        inject(load)
         load.phase = "after"
         load.writing.clear()
         time.sleep(READ_ONLY_SECONDS)
@@ -124,7 +124,7 @@ def test_a_hung_replica(app: App) -> None:
     answers. Reads must leave it within the bound; the query that was running on it when it
     hung may fail, at most one per web thread (docs/failure-modes.md)."""
 
-    def inject() -> None:
+    def inject(load: Load) -> None:
         app.replica.pause()
         try:
             hold(FAULT_SECONDS)
@@ -135,13 +135,19 @@ def test_a_hung_replica(app: App) -> None:
     assert_correct(outcome, five_xx_allowed=WORKERS * THREADS)
 
 
+@pytest.mark.xfail(strict=False, reason="issue #9: fixed on branch replica-faults")
 def test_a_replica_cut_off_from_the_primary(app: App) -> None:
-    """The replica answers, but replays nothing: its data ages while the users write."""
+    """The replica answers, but replays nothing: its data ages while the users write. Then
+    they only read, for longer than their writes are remembered (their sticky cookies): a
+    replica that looks caught up (it has replayed all it received) would serve their reads
+    without what they wrote."""
 
-    def inject() -> None:
+    def inject(load: Load) -> None:
         app.replica.disconnect()
         try:
-            hold(FAULT_SECONDS)
+            hold(FAULT_SECONDS / 3)
+            load.writing.clear()
+            hold(WRITE_MEMORY_SECONDS + 1.5)
         finally:
             app.replica.reconnect()
 
@@ -156,7 +162,7 @@ def test_a_hung_redis(app: App) -> None:
     """SIGSTOP of redis-server: every command waits for the socket timeout, and the
     invalidations of the writes made meanwhile cannot reach it."""
 
-    def inject() -> None:
+    def inject(load: Load) -> None:
         app.redis.pause()
         try:
             hold(FAULT_SECONDS)
@@ -171,7 +177,7 @@ def test_a_redis_killed_and_restored_from_a_snapshot(app: App) -> None:
     """SAVE, more writes (their invalidations reach the server, not the snapshot), SIGKILL,
     restart from the snapshot: the cache comes back as it was before those writes."""
 
-    def inject() -> None:
+    def inject(load: Load) -> None:
         app.redis.client().save()
         hold(FAULT_SECONDS / 2)
         app.redis.kill()
@@ -186,7 +192,7 @@ def test_a_redis_killed_and_restored_from_a_snapshot(app: App) -> None:
 def test_a_redis_that_comes_back_empty(app: App) -> None:
     """SIGKILL, then a restart without any snapshot: every entry and tag version is gone."""
 
-    def inject() -> None:
+    def inject(load: Load) -> None:
         app.redis.kill()
         try:
             hold(FAULT_SECONDS / 2)
