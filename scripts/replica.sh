@@ -9,13 +9,14 @@
 #   scripts/replica.sh lag SECONDS   # recovery_min_apply_delay (decimal seconds; 0 clears it)
 #   scripts/replica.sh status        # exit 0 when the replica is up, in recovery and streaming
 #   scripts/replica.sh destroy       # stop it and delete its data directory
-#   scripts/replica.sh disconnect    # cut it off the primary: primary_conninfo to a closed port
-#   scripts/replica.sh reconnect     # point it back at the primary, wait until it streams
-#   scripts/replica.sh pause|resume  # SIGSTOP / SIGCONT the postmaster and all its children
 #
-# disconnect, pause and resume are for the fault tests (tests/faults/), which run them on a
-# PRIVATE replica (RESEE_REPLICA_PORT=5445), never on the shared one. All are idempotent, and
-# ensure undoes them, so a fault run killed halfway leaves nothing that ensure cannot repair.
+# Faults, for a PRIVATE replica only (they refuse the shared default port 5433):
+#   scripts/replica.sh hang | resume            # SIGSTOP / SIGCONT the postmaster and all its
+#                                               # children: a hung server whose kernel still
+#                                               # accepts connections and ACKs queries
+#   scripts/replica.sh disconnect | reconnect   # point primary_conninfo at a dead port (the
+#                                               # replica keeps serving, frozen) / back again
+# All four are idempotent; `ensure` resumes and reconnects a replica left hung or cut off.
 #
 # Environment: PGHOST/PGPORT (the primary, default 127.0.0.1:5432), RESEE_REPLICA_PORT (5433),
 # RESEE_REPLICA_DIR (the data directory; default under the postgres user's home when run as
@@ -45,8 +46,8 @@ else
   DATA="${RESEE_REPLICA_DIR:-$PWD/.services/replica-$PORT}"
 fi
 LAG_CONF="$DATA/resee_lag.conf"
-# Where disconnect keeps the real primary_conninfo (pg_basebackup -R's) until reconnect.
-SAVED_CONNINFO="$DATA/resee_primary_conninfo.saved"
+# The replica's own primary_conninfo while `disconnect` has replaced it.
+SAVED_CONNINFO="$DATA/resee_primary_conninfo"
 
 primary_sql() { psql -X -q -At -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -c "$1"; }
 
@@ -180,27 +181,27 @@ rebuild() {
   start || { tail -n 20 "$DATA/server.log" >&2; die "the new replica did not start"; }
 }
 
-# The postmaster's pid, when it runs.
-postmaster_pid() {
-  local pid
-  pid="$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null)" || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+postmaster_pid() { head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true; }
+
+refuse_shared() {
+  [ "$PORT" != 5433 ] || die "'$1' is for a private replica (RESEE_REPLICA_PORT=...), never the shared one on 5433"
 }
 
-# SIGSTOP the postmaster first, so that it forks no new child while its children are stopped;
-# SIGCONT the children first, so that none finds a stopped postmaster. A hung host, as the
-# clients see it: connections open, nothing answers.
-pause() {
+# The postmaster first: stopped, it forks no child that the list below would miss.
+hang() {
+  refuse_shared hang
   local pid
-  pid="$(postmaster_pid)" || die "no replica runs in $DATA"
+  pid="$(postmaster_pid)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || die "the replica in $DATA is not running"
   kill -STOP "$pid"
-  # shellcheck disable=SC2046  # one pid per word
+  # shellcheck disable=SC2046
   kill -STOP $(pgrep -P "$pid") 2>/dev/null || true
 }
 
 resume() {
   local pid
-  pid="$(postmaster_pid)" || return 0
+  pid="$(postmaster_pid)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
   # shellcheck disable=SC2046
   kill -CONT $(pgrep -P "$pid") 2>/dev/null || true
   kill -CONT "$pid"
@@ -208,27 +209,30 @@ resume() {
 
 not_streaming() { [ "$(replica_sql "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 0 ]; }
 
-# The replica keeps answering reads, but replays nothing new: its data ages while the primary
-# moves on. primary_conninfo is reloadable (PostgreSQL 13+): the WAL receiver restarts with it.
+# primary_conninfo lives in postgresql.auto.conf (pg_basebackup -R), so ALTER SYSTEM is the way
+# to change it; PostgreSQL 13+ restarts the WAL receiver on reload.
 disconnect() {
-  replica_up || die "no replica answers on $HOST:$PORT"
+  refuse_shared disconnect
+  replica_up || die "the replica in $DATA is not running"
   if [ ! -f "$SAVED_CONNINFO" ]; then
-    replica_sql "SHOW primary_conninfo" | as_pg tee "$SAVED_CONNINFO" >/dev/null
+    replica_sql "SHOW primary_conninfo" | as_pg tee "$SAVED_CONNINFO.new" >/dev/null
+    as_pg mv "$SAVED_CONNINFO.new" "$SAVED_CONNINFO"
   fi
   replica_sql "ALTER SYSTEM SET primary_conninfo = 'host=$HOST port=1 user=postgres connect_timeout=1'" >/dev/null
   replica_sql "SELECT pg_reload_conf()" >/dev/null
-  wait_until 15 not_streaming || die "the replica still streams from the primary"
+  wait_until 15 not_streaming || die "the replica still streams from its primary"
 }
 
 reconnect() {
   [ -f "$SAVED_CONNINFO" ] || return 0
-  replica_up || die "no replica answers on $HOST:$PORT"
-  local conninfo
-  conninfo="$(sed "s/'/''/g" "$SAVED_CONNINFO")"
-  replica_sql "ALTER SYSTEM SET primary_conninfo = '$conninfo'" >/dev/null
+  replica_up || die "the replica in $DATA is not running"
+  local conninfo q="'"
+  conninfo="$(cat "$SAVED_CONNINFO")"
+  # A SQL string literal: quotes doubled (the passfile path is quoted inside the conninfo).
+  replica_sql "ALTER SYSTEM SET primary_conninfo = '${conninfo//$q/$q$q}'" >/dev/null
   replica_sql "SELECT pg_reload_conf()" >/dev/null
   rm -f "$SAVED_CONNINFO"
-  wait_until 30 streaming_from_primary || die "the replica does not stream again"
+  wait_until 20 streaming_from_primary || die "the replica did not stream again after reconnect"
 }
 
 ensure() {
@@ -264,13 +268,13 @@ case "${1:-ensure}" in
   ensure) ensure ;;
   start) start || die "could not start the replica in $DATA (run scripts/replica.sh ensure)"
          wait_until 20 streaming_from_primary || die "the replica started but does not stream" ;;
-  stop) resume; restartpoint; stop ;;
+  stop) restartpoint; stop ;;
   lag) [ $# -eq 2 ] || die "usage: $0 lag SECONDS"; set_lag "$2" ;;
   status) replica_up && streaming_from_primary ;;
   destroy) resume; stop; rm -rf "$DATA" ;;
+  hang) hang ;;
+  resume) resume ;;
   disconnect) disconnect ;;
   reconnect) reconnect ;;
-  pause) pause ;;
-  resume) resume ;;
-  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy|disconnect|reconnect|pause|resume]" ;;
+  *) die "usage: $0 [ensure|start|stop|lag SECONDS|status|destroy|hang|resume|disconnect|reconnect]" ;;
 esac

@@ -153,8 +153,8 @@ class PrivateReplica:
         """Up, resumed, connected to the primary, caught up."""
         self.run("ensure")
 
-    def pause(self) -> None:
-        self.run("pause")
+    def hang(self) -> None:
+        self.run("hang")
 
     def resume(self) -> None:
         self.run("resume")
@@ -179,7 +179,8 @@ def private_replica(fault_site: Site) -> Iterator[PrivateReplica]:
             replica.ensure()
             yield replica
         finally:
-            replica.run("stop")  # resumes it first if paused; the next ensure reconnects it
+            replica.resume()  # a stopped process cannot shut down
+            replica.run("stop")  # the next ensure reconnects it if it was left cut off
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,7 @@ def test_a_hung_replica(app: App) -> None:
     hung may fail, at most one per web thread (docs/failure-modes.md)."""
 
     def inject(load: Load) -> None:
-        app.replica.pause()
+        app.replica.hang()
         try:
             hold(FAULT_SECONDS)
         finally:
