@@ -38,10 +38,11 @@ REPLICA_PORT = int(os.environ.get("RESEE_FAULTS_REPLICA_PORT", "5445"))
 DATABASE = f"resee_faults_{os.environ.get('RESEE_TEST_DB_SUFFIX') or 'default'}"
 WORKERS, THREADS = 2, 4
 # Shorter timers than the defaults, so that a scenario of seconds sees what users would see
-# over minutes: the cache in use again 1 s after it answers (not 5), and a client's writes
-# remembered (its sticky cookie, the positions of its invalidations) for 5 s, the default
+# over minutes: the cache in use again 1 s after it answers (not 5), a failed replica tried
+# again after 1 s (not 5: several tries within one fault), and a client's writes remembered
+# (its sticky cookie, the positions of its invalidations) for 5 s, the default
 # REPLICA_MAX_LAG_SECONDS, rather than 15.
-RESEE_PERF = {"CACHE_BREAKER_COOLDOWN": 1.0, "STICKY_SECONDS": 2.0}
+RESEE_PERF = {"CACHE_BREAKER_COOLDOWN": 1.0, "REPLICA_RETRY_SECONDS": 1.0, "STICKY_SECONDS": 2.0}
 WRITE_MEMORY_SECONDS = 5.0
 USERS = 24  # 4 per scenario; each scenario takes its own, so none sees another's writes
 
@@ -117,18 +118,26 @@ def manage(*args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="session")
-def fault_site() -> Site:
+def recreate_database(*, create: bool) -> None:
     with psycopg.connect(f"{PRIMARY}/postgres", autocommit=True) as admin:
+        # A run killed halfway leaves its database (and perhaps connections to it) behind.
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    manage("migrate", "--noinput")
-    output = manage(
-        "shell", "-c", _SETUP % {"users": USERS, "contents": USERS * 8, "history": USERS * 30}
-    )
-    [line] = [line for line in output.splitlines() if line.startswith("USERS ")]
-    users = [User(**user) for user in json.loads(line.removeprefix("USERS "))]
-    return Site(conninfo=f"{PRIMARY}/{DATABASE}", users=users)
+        if create:
+            admin.execute(f"CREATE DATABASE {DATABASE}")
+
+
+@pytest.fixture(scope="session")
+def fault_site() -> Iterator[Site]:
+    recreate_database(create=True)
+    try:
+        manage("migrate", "--noinput")
+        sizes = {"users": USERS, "contents": USERS * 8, "history": USERS * 30}
+        output = manage("shell", "-c", _SETUP % sizes)
+        [line] = [line for line in output.splitlines() if line.startswith("USERS ")]
+        users = [User(**user) for user in json.loads(line.removeprefix("USERS "))]
+        yield Site(conninfo=f"{PRIMARY}/{DATABASE}", users=users)
+    finally:
+        recreate_database(create=False)
 
 
 class PrivateReplica:
