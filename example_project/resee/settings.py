@@ -6,10 +6,9 @@ newcomer needs no service. Environment:
 - ``DATABASE_URL``: the primary database (default: SQLite ``example_project/db.sqlite3``).
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
+- ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
+  (the fault suite, tests/faults/, shortens timers this way).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
-- ``RESEE_CACHE_ENABLED`` (default on): see ``RESEE_PERF`` below.
-- ``RESEE_PERF_JSON``: a JSON object of further ``RESEE_PERF`` keys, applied last (the fault
-  suite, tests/faults/, shortens timers this way).
 - ``DJANGO_DEBUG`` (default on), ``DJANGO_SECRET_KEY`` (a development default),
   ``ALLOWED_HOSTS`` (comma-separated).
 """

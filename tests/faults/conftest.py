@@ -97,6 +97,8 @@ def example_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=f"{PRIMARY}/{DATABASE}",
         DJANGO_SETTINGS_MODULE="resee.settings",
         DJANGO_DEBUG="0",
+        # DEBUG off may have no default key, and the load's sessions are signed with it.
+        DJANGO_SECRET_KEY="tests-only-not-secret",
         ALLOWED_HOSTS="127.0.0.1",
         **extra,
     )
