@@ -181,6 +181,19 @@ rebuild() {
   start || { tail -n 20 "$DATA/server.log" >&2; die "the new replica did not start"; }
 }
 
+# While hung or cut off, the replica asks the primary for nothing, and a busy primary recycles
+# the WAL it will need (other test runs create databases): a physical slot keeps that WAL for the
+# duration of the fault only. resume, reconnect, ensure and destroy drop it.
+SLOT="resee_perf_replica_$PORT"
+create_slot() {
+  primary_sql "SELECT pg_create_physical_replication_slot('$SLOT', true)
+    WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$SLOT')" >/dev/null
+}
+drop_slot() {
+  primary_sql "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+    WHERE slot_name = '$SLOT' AND NOT active" >/dev/null
+}
+
 postmaster_pid() { head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true; }
 
 refuse_shared() {
@@ -193,6 +206,7 @@ hang() {
   local pid
   pid="$(postmaster_pid)"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || die "the replica in $DATA is not running"
+  create_slot
   kill -STOP "$pid"
   # shellcheck disable=SC2046
   kill -STOP $(pgrep -P "$pid") 2>/dev/null || true
@@ -205,6 +219,10 @@ resume() {
   # shellcheck disable=SC2046
   kill -CONT $(pgrep -P "$pid") 2>/dev/null || true
   kill -CONT "$pid"
+  if [ ! -f "$SAVED_CONNINFO" ] && [ -n "$(primary_sql "SELECT 1 FROM pg_replication_slots WHERE slot_name = '$SLOT'")" ]; then
+    caught_up || die "the replica did not catch up after resume"
+    drop_slot
+  fi
 }
 
 not_streaming() { [ "$(replica_sql "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 0 ]; }
@@ -214,6 +232,7 @@ not_streaming() { [ "$(replica_sql "SELECT count(*) FROM pg_stat_wal_receiver WH
 disconnect() {
   refuse_shared disconnect
   replica_up || die "the replica in $DATA is not running"
+  create_slot
   if [ ! -f "$SAVED_CONNINFO" ]; then
     replica_sql "SHOW primary_conninfo" | as_pg tee "$SAVED_CONNINFO.new" >/dev/null
     as_pg mv "$SAVED_CONNINFO.new" "$SAVED_CONNINFO"
@@ -233,6 +252,8 @@ reconnect() {
   replica_sql "SELECT pg_reload_conf()" >/dev/null
   rm -f "$SAVED_CONNINFO"
   wait_until 20 streaming_from_primary || die "the replica did not stream again after reconnect"
+  caught_up || die "the replica did not catch up after reconnect"
+  drop_slot
 }
 
 ensure() {
@@ -248,6 +269,7 @@ ensure() {
     wait_until 20 streaming_from_primary || { tail -n 20 "$DATA/server.log" >&2; die "the replica does not stream"; }
   fi
   caught_up || die "the replica did not catch up with the primary within 20 s"
+  [ "$PORT" = 5433 ] || drop_slot
   log "streaming replica of $PGHOST:$PGPORT up on $HOST:$PORT ($DATA)"
 }
 
@@ -271,7 +293,7 @@ case "${1:-ensure}" in
   stop) restartpoint; stop ;;
   lag) [ $# -eq 2 ] || die "usage: $0 lag SECONDS"; set_lag "$2" ;;
   status) replica_up && streaming_from_primary ;;
-  destroy) resume; stop; rm -rf "$DATA" ;;
+  destroy) resume; stop; rm -rf "$DATA"; [ "$PORT" = 5433 ] || drop_slot ;;
   hang) hang ;;
   resume) resume ;;
   disconnect) disconnect ;;

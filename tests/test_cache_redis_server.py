@@ -5,10 +5,15 @@ shared Redis must never suffer: refused, stopped, hung. Plus garbage in the shar
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,15 +22,82 @@ from django.core.cache import caches
 from prometheus_client import REGISTRY
 
 from resee_perf import cache_aside
-
-# Re-exported (``as``): other test modules import these from here, as before they moved.
-from tests.redis_server import SOCKET_TIMEOUT as SOCKET_TIMEOUT
-from tests.redis_server import PrivateRedis as PrivateRedis
-from tests.redis_server import redis_cache as redis_cache
-from tests.redis_server import spare_port as spare_port
 from tests.test_cache import Counter
 
+SOCKET_TIMEOUT = 0.3
+
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+def spare_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class PrivateRedis:
+    """A throwaway redis-server without automatic persistence, started and stopped by the test.
+    With a ``directory``, SAVE writes a snapshot there that the next start loads (Redis'
+    default persistence, taken only when the test says so)."""
+
+    def __init__(self, directory: Path | None = None, options: tuple[str, ...] = ()) -> None:
+        self.port = spare_port()
+        self.directory = directory
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no"]  # nothing survives a stop
+        if self.directory is not None:
+            command += ["--dir", str(self.directory), "--dbfilename", "dump.rdb"]
+        command += self.options
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = self.client()
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot exit
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save; the next start loads the last SAVE, if any."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+    def cache_settings(self) -> dict[str, Any]:
+        return redis_cache(f"redis://127.0.0.1:{self.port}/0")
+
+
+def redis_cache(location: str) -> dict[str, Any]:
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": location,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT, "SOCKET_TIMEOUT": SOCKET_TIMEOUT},
+    }
 
 
 @pytest.fixture

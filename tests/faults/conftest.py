@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from tests.faults.load import User
-from tests.redis_server import PrivateRedis
+from tests.test_cache_redis_server import PrivateRedis
 from tests.test_pool_live import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +198,7 @@ def private_replica(fault_site: Site) -> Iterator[PrivateReplica]:
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
         pytest.fail("the fault suite needs redis-server", pytrace=False)
-    server = PrivateRedis(data_dir=tmp_path_factory.mktemp("redis"))
+    server = PrivateRedis(directory=tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server
@@ -246,7 +246,7 @@ def app(
     env = example_env(
         # libpq's minimum: a replica that does not answer costs a connect this long at most.
         REPLICA_DATABASE_URL=f"{private_replica.conninfo}?connect_timeout=2",
-        REDIS_URL=private_redis.url,
+        REDIS_URL=f"redis://127.0.0.1:{private_redis.port}/0",
         RESEE_PERF_JSON=json.dumps(RESEE_PERF),
         PYTHONPATH="",
     )

@@ -21,7 +21,7 @@ import pytest
 
 from tests.faults.conftest import THREADS, WORKERS, WRITE_MEMORY_SECONDS, App, PrivateReplica
 from tests.faults.load import BOUND_SECONDS, PHASES, Counts, Load, lost_writes, max_history_id
-from tests.redis_server import PrivateRedis
+from tests.test_cache_redis_server import PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -205,7 +205,8 @@ def test_a_redis_that_comes_back_empty(app: App) -> None:
         try:
             hold(FAULT_SECONDS / 2)
         finally:
-            app.redis.snapshot.unlink(missing_ok=True)
+            assert app.redis.directory is not None
+            (app.redis.directory / "dump.rdb").unlink(missing_ok=True)
             app.redis.start()
 
     assert_correct(run_scenario("redis emptied", app, inject))
