@@ -272,8 +272,12 @@ def gunicorn(
     *,
     saturate: bool = True,
     env: dict[str, str] | None = None,
+    output: Path | None = None,
 ) -> Iterator[str]:
     """The example project under gunicorn (gthread); yields the URL of /api/review/today/.
+
+    ``output``: a file for the application's own stdout and stderr (Django's logging), which
+    otherwise go to the test's.
 
     ``saturate``: at most ``threads`` requests per worker and no keep-alive, so that requests
     beyond one worker's threads wait in the listen backlog for another worker, and every
@@ -281,6 +285,7 @@ def gunicorn(
     port = free_port()
     log = log_dir / f"gunicorn-{workers}x{threads}-{port}.log"
     limits = ["--worker-connections", str(threads), "--keep-alive", "0"] if saturate else []
+    output_file = output.open("ab") if output is not None else None
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
@@ -292,6 +297,8 @@ def gunicorn(
         ],
         cwd=ROOT / "example_project",
         env=env or example_env(),
+        stdout=output_file,
+        stderr=subprocess.STDOUT if output_file is not None else None,
     )
     try:
         wait_until(
@@ -306,6 +313,8 @@ def gunicorn(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if output_file is not None:
+            output_file.close()
 
 
 def wait_until(condition: Callable[[], bool], *, what: str, seconds: float = 30) -> None:

@@ -6,6 +6,8 @@ newcomer needs no service. Environment:
 - ``DATABASE_URL``: the primary database (default: SQLite ``example_project/db.sqlite3``).
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
+- ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
+  (the fault suite, tests/faults/, shortens timers this way).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
 - ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
   ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
@@ -14,6 +16,7 @@ newcomer needs no service. Environment:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,7 @@ if "replica" in DATABASES:
     DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
     MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
     RESEE_PERF["REPLICAS"] = ["replica"]
+
+# Last, so that it overrides the above: e.g. '{"STICKY_SECONDS": 2}'.
+if _resee_perf_json := os.environ.get("RESEE_PERF_JSON"):
+    RESEE_PERF.update(json.loads(_resee_perf_json))
