@@ -23,7 +23,7 @@ from tests.faults.conftest import THREADS, WORKERS, WRITE_MEMORY_SECONDS, App, P
 from tests.faults.load import BOUND_SECONDS, PHASES, Counts, Load, lost_writes, max_history_id
 from tests.test_cache_redis_server import PrivateRedis
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.version_independent]
 
 USERS_PER_SCENARIO = 4
 BEFORE_SECONDS = 3.0
@@ -124,7 +124,6 @@ def hold(seconds: float) -> None:
 # -- the replica ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="issue #9: fixed on branch replica-faults")
 def test_a_hung_replica(app: App) -> None:
     """SIGSTOP of the replica's postmaster and every child: connections stay open and nothing
     answers. Reads must leave it within the bound; a query that was already running on it
@@ -143,7 +142,6 @@ def test_a_hung_replica(app: App) -> None:
     assert_correct(outcome, in_flight_allowed=WORKERS * THREADS)
 
 
-@pytest.mark.xfail(strict=False, reason="issue #9: fixed on branch replica-faults")
 def test_a_replica_cut_off_from_the_primary(app: App) -> None:
     """The replica answers, but replays nothing: its data ages while the users write. Then
     they only read, for longer than their writes are remembered (their sticky cookies): a
@@ -165,7 +163,6 @@ def test_a_replica_cut_off_from_the_primary(app: App) -> None:
 # -- Redis ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason="issue #9: fixed on branch redis-faults")
 def test_a_hung_redis(app: App) -> None:
     """SIGSTOP of redis-server: every command waits for the socket timeout, and the
     invalidations of the writes made meanwhile cannot reach it."""
@@ -180,7 +177,6 @@ def test_a_hung_redis(app: App) -> None:
     assert_correct(run_scenario("redis hung", app, inject))
 
 
-@pytest.mark.xfail(strict=False, reason="issue #9: fixed on branch redis-faults")
 def test_a_redis_killed_and_restored_from_a_snapshot(app: App) -> None:
     """SAVE, more writes (their invalidations reach the server, not the snapshot), SIGKILL,
     restart from the snapshot: the cache comes back as it was before those writes."""
