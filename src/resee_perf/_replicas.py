@@ -28,13 +28,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
-from django.dispatch import receiver
 
-from resee_perf.conf import SETTING_NAME, conf
+from resee_perf.conf import Snapshot, derived
 from resee_perf.metrics import report_replica
 
 # The lag is measured against the primary's position (read just before, see _lag), not
@@ -120,9 +118,9 @@ def _primary_position_for_check(alias: str = DEFAULT_DB_ALIAS) -> int | None:
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """The settings a routing decision reads, as one snapshot: read on every query, they are
-    looked up once and forgotten when ``RESEE_PERF`` changes (``setting_changed``), instead of
-    validated from the settings dict four times per query."""
+    """The settings a routing decision reads, under the router's names: a view of
+    :func:`resee_perf.conf.snapshot`, built once per snapshot (:func:`resee_perf.conf.derived`)
+    and dropped with it when the settings change."""
 
     replicas: tuple[str, ...]
     max_lag: float
@@ -139,29 +137,19 @@ class RoutingSettings:
         return max(self.sticky_seconds, self.max_lag)
 
 
-_settings: RoutingSettings | None = None
+def _routing_view(settings: Snapshot) -> RoutingSettings:
+    return RoutingSettings(
+        replicas=settings.REPLICAS,
+        max_lag=settings.REPLICA_MAX_LAG_SECONDS,
+        sticky_seconds=settings.STICKY_SECONDS,
+        check_interval=settings.REPLICA_CHECK_INTERVAL,
+        retry_seconds=settings.REPLICA_RETRY_SECONDS,
+        check_timeout=settings.REPLICA_CHECK_TIMEOUT,
+    )
 
 
 def routing_settings() -> RoutingSettings:
-    global _settings
-    current = _settings
-    if current is None:
-        current = _settings = RoutingSettings(
-            replicas=tuple(conf.REPLICAS),
-            max_lag=conf.REPLICA_MAX_LAG_SECONDS,
-            sticky_seconds=conf.STICKY_SECONDS,
-            check_interval=conf.REPLICA_CHECK_INTERVAL,
-            retry_seconds=conf.REPLICA_RETRY_SECONDS,
-            check_timeout=conf.REPLICA_CHECK_TIMEOUT,
-        )
-    return current
-
-
-@receiver(setting_changed)
-def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _settings
-    if setting == SETTING_NAME:
-        _settings = None
+    return derived(_routing_view)
 
 
 @dataclass(frozen=True)

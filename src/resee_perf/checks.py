@@ -345,7 +345,7 @@ def check_cache_aside(
                 )
             )
     try:
-        aliases = {conf.CACHE_ALIAS, *declared.values()}
+        aliases = {conf.get("CACHE_ALIAS"), *declared.values()}
     except ImproperlyConfigured:
         aliases = set(declared.values())  # E001/E002 report the setting
     for alias in sorted(aliases & set(settings.CACHES)):
@@ -376,8 +376,8 @@ def check_cache_entries(
     from resee_perf.conf import conf
 
     try:
-        setting = conf.CACHE_SERIALIZER
-        signed = bool(conf.CACHE_SIGNING_KEYS)
+        setting = conf.get("CACHE_SERIALIZER")
+        signed = conf.get("CACHE_SIGNING_KEY") is not None
     except ImproperlyConfigured:
         return []  # E001/E002 report the setting
     try:
@@ -478,7 +478,7 @@ def _invalidation_caches() -> list[tuple[str, BaseCache]]:
     from resee_perf.invalidation import registered_caches
 
     try:
-        aliases = {conf.CACHE_ALIAS, *registered_caches()}
+        aliases = {conf.get("CACHE_ALIAS"), *registered_caches()}
     except ImproperlyConfigured:
         return []  # E001/E002 report it.
     return [(alias, caches[alias]) for alias in sorted(aliases) if alias in settings.CACHES]
