@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 
-from resee_perf import pool
+from resee_perf import _budget, _databases, _servers, pool
 from resee_perf._deployment import Deployment, deployment_problems
 from resee_perf.checks.settings import user_settings
 
@@ -20,7 +20,7 @@ def check_connections(
 ) -> list[CheckMessage]:
     """Connection settings that fail at the first query, or under load (every run)."""
     return connection_messages(
-        settings.DATABASES, user_settings(), settings_asgi=pool.settings_look_asgi()
+        settings.DATABASES, user_settings(), settings_asgi=_budget.settings_look_asgi()
     )
 
 
@@ -29,7 +29,7 @@ def check_connection_budget(
 ) -> list[CheckMessage]:
     """The budget against each server's capacity (registered for ``check --deploy``)."""
     return connection_budget_messages(
-        settings.DATABASES, user_settings(), settings_asgi=pool.settings_look_asgi()
+        settings.DATABASES, user_settings(), settings_asgi=_budget.settings_look_asgi()
     )
 
 
@@ -48,7 +48,7 @@ def connection_messages(
         if "postgres" not in str(settings_dict.get("ENGINE", "")):
             continue
         try:
-            described = pool.read_alias(alias, settings_dict)
+            described = _databases.read_alias(alias, settings_dict)
         except pool.PoolUnavailable as error:
             # Nothing else about this pool matters (sizes, CONN_MAX_AGE): it cannot exist.
             hint = "Remove OPTIONS['pool'] and use CONN_MAX_AGE, or upgrade."
@@ -90,7 +90,7 @@ def _deployment(
 def _unknown_capacity_keys(databases: Mapping[str, Any], deployment: Deployment) -> list[str]:
     if not isinstance(deployment.max_connections, Mapping):
         return []
-    servers = {pool.server_address(settings_dict)[0] for settings_dict in databases.values()}
+    servers = {_databases.server_address(settings_dict)[0] for settings_dict in databases.values()}
     return [
         f"RESEE_PERF['DEPLOYMENT']['max_connections'] has the key {key!r}, which is neither a "
         f"database alias nor a server ({', '.join(sorted(servers))})."
@@ -100,7 +100,7 @@ def _unknown_capacity_keys(databases: Mapping[str, Any], deployment: Deployment)
 
 
 def _alias_messages(
-    alias: pool.AliasConnections, *, asgi: bool, pooled: set[str]
+    alias: _databases.AliasConnections, *, asgi: bool, pooled: set[str]
 ) -> list[CheckMessage]:
     where = f"DATABASES[{alias.alias!r}]"
     messages: list[CheckMessage] = []
@@ -120,7 +120,7 @@ def _alias_messages(
                 f"{where} uses persistent connections (CONN_MAX_AGE={alias.conn_max_age!r}) "
                 "under ASGI, where Django runs each request's synchronous code in a new "
                 "thread: connections are not reused and are not closed when the request ends.",
-                hint=f"{pool.asgi_advice()}: Django's database documentation says to "
+                hint=f"{_databases.asgi_advice()}: Django's database documentation says to "
                 "disable persistent connections under ASGI.",
                 id="resee_perf.W031",
             )
@@ -166,7 +166,7 @@ def _deployment_pool_messages(
     if deployment.max_connections is None:
         return messages
     usable = budget.capacities(deployment.max_connections, deployment.reserved, partial=True)
-    for alias in pool.read_databases(databases)[0]:
+    for alias in _databases.read_databases(databases)[0]:
         limit = usable.get(alias.server)
         if alias.pool is not None and limit is not None and alias.pool.max_size > limit:
             messages.append(
@@ -215,11 +215,11 @@ def connection_budget_messages(
         return messages  # E032 or E033 reports the pool.
     # Asking the servers is opt-in: `check --deploy` often runs where they are unreachable.
     statuses = (
-        pool.inspect_servers(budget, databases=databases, timeout=timeout)
+        _servers.inspect_servers(budget, databases=databases, timeout=timeout)
         if deployment.query_servers
         else {}
     )
-    verdicts = pool.assess(
+    verdicts = _servers.assess(
         budget,
         statuses=statuses,
         max_connections=deployment.max_connections,
