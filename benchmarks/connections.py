@@ -28,7 +28,8 @@ from typing import Any
 
 import dj_database_url
 
-from resee_perf.pool import connection_budget, native_pool_unavailable, recommended_database
+from resee_perf._databases import native_pool_unavailable
+from resee_perf.pool import connection_budget, recommended_database
 from tests.test_pool_live import (
     APP_ROLE,
     APP_URL,

@@ -92,3 +92,42 @@ def test_manage_py_check_fails_on_a_bad_setting() -> None:
     assert "resee_perf.E002" in result.stderr
     assert "RESEE_PERF['KEY_PREFIX'] should be a non-empty string, not 42." in result.stderr
     assert "resee_perf.E003" in result.stderr
+
+
+# -- The checks package: one module per feature ------------------------------------------------
+
+
+def test_the_package_docstring_lists_every_id_under_its_module() -> None:
+    """checks/__init__.py's docstring is the map of ids: each id under the module that has
+    it, none missing, none extra."""
+    import re
+
+    from resee_perf import checks
+
+    listed: dict[str, str] = {}
+    module = ""
+    for line in (checks.__doc__ or "").splitlines():
+        heading = re.match(r"``(\w+)`` -- ", line)
+        if heading:
+            module = heading.group(1)
+        for number in re.findall(r"``([EW]\d{3})``", line):
+            listed[f"resee_perf.{number}"] = module
+    in_code = {}
+    for path in Path(checks.__file__).parent.glob("*.py"):
+        for check_id in re.findall(r'id="(resee_perf\.[EW]\d{3})"', path.read_text()):
+            in_code[check_id] = path.stem
+    assert listed == in_code
+
+
+def test_every_check_function_is_registered_once() -> None:
+    from django.core.checks.registry import registry
+
+    from resee_perf import checks
+
+    exported = {name for name in checks.__all__ if name.startswith("check_")}
+    registered = [
+        getattr(check, "__name__", "")
+        for check in registry.get_checks(include_deployment_checks=True)
+        if getattr(check, "__module__", "").startswith("resee_perf.checks.")
+    ]
+    assert sorted(registered) == sorted(exported)

@@ -30,8 +30,9 @@ import django
 import psycopg
 import pytest
 
+from resee_perf._servers import assess, inspect_servers
 from resee_perf.checks import connection_budget_messages
-from resee_perf.pool import assess, connection_budget, inspect_servers
+from resee_perf.pool import connection_budget
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("PG_SMALL_PORT", "5434"))

@@ -22,6 +22,7 @@ from django.test.utils import CaptureQueriesContext
 
 from content.models import Category
 from resee_perf import _replicas
+from resee_perf._replica_check import PrimaryHistory
 from resee_perf.cache import cache_aside
 from resee_perf.routers import choose_read_alias, routing_scope
 from tests.replica import FAULT_ALIAS, FaultReplica, fresh_context
@@ -162,25 +163,25 @@ def _in_scope(call: Callable[[], int]) -> int:
 
 
 def test_the_lag_is_dated_against_the_primarys_position() -> None:
-    """The arithmetic of _Replica._lag, on positions the checks would have read."""
-    replica = _replicas._Replica("nowhere")
+    """The lag arithmetic, on positions the checks would have read."""
+    replica = PrimaryHistory()
     now = time.monotonic()
-    replica._note_primary(now - 10, 100)
+    replica.note(now - 10, 100)
     # The primary's last known position replayed: 0, however old its last transaction (an
     # idle primary), and whether or not it still receives WAL.
-    assert replica._lag(100, 100, replay_age=3600.0, receiving=False) == 0
+    assert replica.lag(100, 100, replay_age=3600.0, receiving=False) == 0
     # Behind it: the time since the primary was last seen at a position it has replayed...
-    replica._note_primary(now - 3, 200)
-    assert 10 <= replica._lag(100, 100, replay_age=3600.0, receiving=True) < 11
+    replica.note(now - 3, 200)
+    assert 10 <= replica.lag(100, 100, replay_age=3600.0, receiving=True) < 11
     # ... or the age of its last replayed transaction, the smaller of the two.
-    assert replica._lag(100, 100, replay_age=2.0, receiving=True) == 2.0
+    assert replica.lag(100, 100, replay_age=2.0, receiving=True) == 2.0
     # A position seen again is dated by its latest sighting.
-    replica._note_primary(now - 1, 200)
-    assert replica._lag(150, 150, replay_age=None, receiving=False) >= 10
-    assert replica._lag(200, 200, replay_age=None, receiving=False) == 0
+    replica.note(now - 1, 200)
+    assert replica.lag(150, 150, replay_age=None, receiving=False) >= 10
+    assert replica.lag(200, 200, replay_age=None, receiving=False) == 0
 
     # The primary's position unknown: only a running receiver with nothing left to replay.
-    blind = _replicas._Replica("nowhere")
-    assert blind._lag(100, 100, replay_age=30.0, receiving=True) == 0
-    assert blind._lag(100, 100, replay_age=30.0, receiving=False) == 30.0
-    assert blind._lag(100, 150, replay_age=30.0, receiving=True) == 30.0
+    blind = PrimaryHistory()
+    assert blind.lag(100, 100, replay_age=30.0, receiving=True) == 0
+    assert blind.lag(100, 100, replay_age=30.0, receiving=False) == 30.0
+    assert blind.lag(100, 150, replay_age=30.0, receiving=True) == 30.0

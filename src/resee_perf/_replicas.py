@@ -10,119 +10,57 @@ VM) enforces no ``statement_timeout``, and its kernel keeps ACKing, so TCP keepa
 ``tcp_user_timeout`` never fire either. Other threads never wait for a check: while one is in
 flight they use the last known status.
 
-LSNs are PostgreSQL's WAL positions (``pg_lsn``) as integers, so that "has this replica
-replayed that write" is one integer comparison.
+What one check asks and concludes (the query, the lag arithmetic) is in
+:mod:`resee_perf._replica_check`; WAL positions in :mod:`resee_perf._lsn`, re-exported here
+for the router, the middleware and the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import itertools
-import math
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-from django.core.signals import setting_changed
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
-from django.dispatch import receiver
 
-from resee_perf.conf import SETTING_NAME, conf
+from resee_perf._lsn import format_lsn, parse_lsn, primary_lsn, primary_position_for_check
+from resee_perf._replica_check import (
+    PrimaryHistory,
+    ReplicaStatus,
+    check_connection_options,
+    read_status,
+)
+from resee_perf.conf import Snapshot, derived
 from resee_perf.metrics import report_replica
 
-# The lag is measured against the primary's position (read just before, see _lag), not
-# against what the replica itself received: a replica cut off from its primary has replayed
-# all it received and would look 0 s behind forever. The WAL receiver's presence (its pid is
-# visible without pg_read_all_stats, the other columns are not) only serves where the
-# primary's position is unknown.
-_CHECK_SQL = """
-SELECT pg_is_in_recovery(),
-       pg_last_wal_replay_lsn()::text,
-       pg_last_wal_receive_lsn()::text,
-       EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8,
-       EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)
-"""
-
-# How many (time, primary position) samples each replica keeps to date its replay position:
-# with one sample per check, REPLICA_CHECK_INTERVAL x 64 seconds of history (32 s by default).
-# Older samples only make the lag estimate larger, never smaller (see _lag).
-_POSITION_SAMPLES = 64
-
-
-_PRIMARY_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
+__all__ = [
+    "ReplicaStatus",
+    "RoutingSettings",
+    "forget",
+    "format_lsn",
+    "generation",
+    "mark_down",
+    "parse_lsn",
+    "primary_lsn",
+    "routing_settings",
+    "status",
+]
 
 # Process-wide and never reset, so that no generation is ever handed out twice.
 _generations = itertools.count(1)
 
 
-def parse_lsn(text: str) -> int:
-    """``'16/B374D848'`` -> an integer that orders like the WAL position."""
-    high, _, low = text.partition("/")
-    if not low:
-        raise ValueError(f"not a pg_lsn: {text!r}")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def primary_lsn(alias: str = DEFAULT_DB_ALIAS) -> int | None:
-    """The primary's WAL position now, through Django's connection of this thread; None where
-    unknown (not PostgreSQL, inside a transaction that has not committed, or an error).
-
-    ``pg_current_wal_insert_lsn()`` rather than ``pg_current_wal_lsn()``: with
-    ``synchronous_commit = off`` a commit can return before its record is written, and the
-    write position would then lie before it. The insert position never does (GitLab's load
-    balancer reads the same function).
-    """
-    connection = connections[alias]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return None
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_PRIMARY_LSN_SQL)
-            row = cursor.fetchone()
-    except DatabaseError:
-        return None
-    return parse_lsn(row[0]) if row and row[0] else None
-
-
-def _primary_position_for_check(alias: str = DEFAULT_DB_ALIAS) -> int | None:
-    """:func:`primary_lsn` for the replica checks, on the raw connection: a health check's
-    query is not the application's, and stays out of its query log (assertNumQueries, debug
-    toolbar), as the check's query on the replica does."""
-    connection = connections[alias]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return None
-    try:
-        with connection.wrap_database_errors:
-            connection.ensure_connection()
-            raw = connection.connection
-            assert raw is not None
-            cursor = raw.cursor()
-            try:
-                cursor.execute(_PRIMARY_LSN_SQL)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-    except DatabaseError:
-        return None
-    return parse_lsn(row[0]) if row and row[0] else None
-
-
 @dataclass(frozen=True)
 class RoutingSettings:
-    """The settings a routing decision reads, as one snapshot: read on every query, they are
-    looked up once and forgotten when ``RESEE_PERF`` changes (``setting_changed``), instead of
-    validated from the settings dict four times per query."""
+    """The settings a routing decision reads, under the router's names: a view of
+    :func:`resee_perf.conf.snapshot`, built once per snapshot (:func:`resee_perf.conf.derived`)
+    and dropped with it when the settings change."""
 
     replicas: tuple[str, ...]
     max_lag: float
@@ -139,76 +77,19 @@ class RoutingSettings:
         return max(self.sticky_seconds, self.max_lag)
 
 
-_settings: RoutingSettings | None = None
+def _routing_view(settings: Snapshot) -> RoutingSettings:
+    return RoutingSettings(
+        replicas=settings.REPLICAS,
+        max_lag=settings.REPLICA_MAX_LAG_SECONDS,
+        sticky_seconds=settings.STICKY_SECONDS,
+        check_interval=settings.REPLICA_CHECK_INTERVAL,
+        retry_seconds=settings.REPLICA_RETRY_SECONDS,
+        check_timeout=settings.REPLICA_CHECK_TIMEOUT,
+    )
 
 
 def routing_settings() -> RoutingSettings:
-    global _settings
-    current = _settings
-    if current is None:
-        current = _settings = RoutingSettings(
-            replicas=tuple(conf.REPLICAS),
-            max_lag=conf.REPLICA_MAX_LAG_SECONDS,
-            sticky_seconds=conf.STICKY_SECONDS,
-            check_interval=conf.REPLICA_CHECK_INTERVAL,
-            retry_seconds=conf.REPLICA_RETRY_SECONDS,
-            check_timeout=conf.REPLICA_CHECK_TIMEOUT,
-        )
-    return current
-
-
-@receiver(setting_changed)
-def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _settings
-    if setting == SETTING_NAME:
-        _settings = None
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    up: bool
-    replay_lsn: int | None
-    """None where unknown: not PostgreSQL, or not in recovery (then its LSNs are not ours)."""
-    lag: float | None
-    """Seconds; None where unknown."""
-    checked_at: float
-    """time.monotonic() of the check."""
-
-
-def _libpq_version() -> int:
-    """The libpq the PostgreSQL driver runs on (e.g. 160002), 0 where unknown."""
-    try:
-        import psycopg
-
-        return int(psycopg.pq.version())
-    except ImportError:
-        pass
-    try:
-        # Imported by name: psycopg2 ships no type stubs.
-        extensions = importlib.import_module("psycopg2.extensions")
-    except ImportError:
-        return 0
-    return int(extensions.libpq_version())
-
-
-def _check_connection_options(timeout: float) -> dict[str, Any]:
-    """libpq options of the check's own connection: bounded connects, and dead peers found.
-
-    Keepalives and ``tcp_user_timeout`` end a check stuck on a host that went away (the
-    kernel stops ACKing); the deadline of :meth:`_Replica.check_within_deadline` covers the
-    hung server whose kernel still ACKs. libpq's connect_timeout is whole seconds, 2 at least.
-    """
-    seconds = max(1, math.ceil(timeout))
-    options: dict[str, Any] = {
-        "connect_timeout": max(2, seconds),
-        "keepalives": 1,
-        "keepalives_idle": seconds,
-        "keepalives_interval": 1,
-        "keepalives_count": 3,
-    }
-    if _libpq_version() >= 120000:  # older libpq refuses the unknown option
-        options["tcp_user_timeout"] = max(1000, int(timeout * 1000))
-    return options
+    return derived(_routing_view)
 
 
 class _Replica:
@@ -231,8 +112,7 @@ class _Replica:
         connection when (if ever) the server answers."""
         self._forgotten = False
         """Set by :func:`forget`: a check still running reports nothing, and closes."""
-        self._primary_positions: deque[tuple[float, int]] = deque(maxlen=_POSITION_SAMPLES)
-        """(time.monotonic(), primary position then), the latest time each position was seen."""
+        self.history = PrimaryHistory()
 
     def fresh(self, status: ReplicaStatus | None, now: float) -> bool:
         if status is None:
@@ -250,9 +130,9 @@ class _Replica:
             timeout = routing_settings().check_timeout
             # The primary's position, read by the calling thread on its own Django connection
             # (a request's, counted in its connection budget) once per check, never per read.
-            primary = _primary_position_for_check()
+            primary = primary_position_for_check()
             if primary is not None:
-                self._note_primary(time.monotonic(), primary)
+                self.history.note(time.monotonic(), primary)
             self._abandoned = False
             thread = threading.Thread(
                 target=self._run_check,
@@ -290,7 +170,7 @@ class _Replica:
                 assert raw is not None
                 cursor = raw.cursor()
                 try:
-                    status = self._read(wrapper, cursor)
+                    status = read_status(wrapper, cursor, self.history)
                 finally:
                     cursor.close()
         except DatabaseError:
@@ -313,58 +193,6 @@ class _Replica:
         self.status = status
         report_replica(self.alias, up=False, lag=None)
         return status
-
-    def _note_primary(self, at: float, lsn: int) -> None:
-        positions = self._primary_positions
-        if positions and positions[-1][1] == lsn:
-            positions[-1] = (at, lsn)
-        else:
-            positions.append((at, lsn))
-
-    def _lag(
-        self, replay: int, receive: int | None, replay_age: float | None, receiving: bool
-    ) -> float:
-        """Seconds the replica's data is behind the primary's.
-
-        Where it has replayed the primary's last known position: 0 (an idle primary with an
-        up-to-date replica is not lagging, however old its last transaction). Behind it, the
-        smaller of two upper bounds: the age of the last transaction it replayed (anything
-        it lacks was written after that), and the time since the primary was last seen at a
-        position it has replayed. A replica cut off from its primary thus lags from the first
-        write it misses on, whether or not its WAL receiver runs.
-        """
-        now = time.monotonic()
-        positions = list(self._primary_positions)
-        if positions:
-            if replay >= positions[-1][1]:
-                return 0.0
-            bounds = [now - at for at, lsn in positions if lsn <= replay]
-            if replay_age is not None:
-                bounds.append(replay_age)
-            # Nothing in the window and no transaction replayed: behind all the history kept.
-            return max(0.0, min(bounds)) if bounds else now - positions[0][0]
-        # The primary's position is unknown (not PostgreSQL, or read inside a transaction):
-        # only a running WAL receiver that has replayed all it received counts as current.
-        if receiving and receive is not None and receive == replay:
-            return 0.0
-        return max(0.0, replay_age or 0.0)
-
-    def _read(self, wrapper: BaseDatabaseWrapper, cursor: Any) -> ReplicaStatus:
-        if wrapper.vendor != "postgresql":
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-            return ReplicaStatus(up=True, replay_lsn=None, lag=None, checked_at=time.monotonic())
-        cursor.execute(_CHECK_SQL)
-        in_recovery, replay_text, receive_text, replay_age, receiving = cursor.fetchone()
-        now = time.monotonic()
-        if not in_recovery or not replay_text:
-            # Not a standby (or one that has replayed nothing yet): its positions are not ours.
-            return ReplicaStatus(up=True, replay_lsn=None, lag=0.0, checked_at=now)
-        replay = parse_lsn(replay_text)
-        receive = parse_lsn(receive_text) if receive_text else None
-        age = None if replay_age is None else float(replay_age)
-        lag = self._lag(replay, receive, age, bool(receiving))
-        return ReplicaStatus(up=True, replay_lsn=replay, lag=lag, checked_at=now)
 
     def _connection(self) -> BaseDatabaseWrapper:
         if self._wrapper is not None and self._pid != os.getpid():
@@ -392,7 +220,7 @@ class _Replica:
         options = settings_dict.setdefault("OPTIONS", {})
         options.pop("pool", None)
         if "postgresql" in settings_dict["ENGINE"]:
-            options.update(_check_connection_options(routing_settings().check_timeout))
+            options.update(check_connection_options(routing_settings().check_timeout))
         wrapper: BaseDatabaseWrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
             settings_dict, self.alias
         )

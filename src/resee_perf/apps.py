@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core import checks
 
 
 class ReseePerfConfig(AppConfig):
@@ -10,16 +9,7 @@ class ReseePerfConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from resee_perf import checks as resee_checks
+        # Imported once the app registry is ready: the checks import the features.
+        from resee_perf import checks
 
-        checks.register(resee_checks.check_settings)
-        checks.register(resee_checks.check_connections)
-        checks.register(resee_checks.check_router)
-        checks.register(resee_checks.check_connection_budget, deploy=True)
-        checks.register(resee_checks.check_cache_aside, checks.Tags.caches)
-        checks.register(resee_checks.check_cache_entries, checks.Tags.caches)
-        checks.register(resee_checks.check_invalidation_caches, checks.Tags.caches)
-        checks.register(
-            resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True
-        )
-        checks.register(resee_checks.check_database_on_delete, checks.Tags.models)
+        checks.register()

@@ -1,19 +1,27 @@
 """The one settings object: ``RESEE_PERF`` in the Django settings, with defaults.
 
 Every option is declared once in :data:`OPTIONS` (default, validator, documentation); the
-system checks in :mod:`resee_perf.checks` and the settings reference in ``docs/`` are both
-checked against it. Values are looked up on every access, never cached at import time, so
-``override_settings(RESEE_PERF={...})`` takes effect at once (as in django-cors-headers).
+system checks and the settings reference in ``docs/`` are both checked against it.
+
+Reads go through one :class:`Snapshot` of every value, validated together on the first read
+and dropped on every ``setting_changed`` (``override_settings``, pytest-django's ``settings``),
+so an override takes effect at once, as if the dict were read on each access, at a tenth of
+the cost (a hit and a routed query read several values). Nothing is read at import time.
+``conf.KEY_PREFIX`` etc. read the snapshot; :func:`snapshot` returns it for hot paths;
+:func:`derived` keeps a value computed from it until it is dropped; ``conf.get(name)`` reads
+and validates one key now (the system checks: one bad key must not hide another).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 from resee_perf._deployment import Deployment
 
@@ -30,6 +38,7 @@ from resee_perf._validators import (
 )
 
 SETTING_NAME = "RESEE_PERF"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -258,113 +267,230 @@ def _user_settings() -> Mapping[str, Any]:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every ``RESEE_PERF`` value, validated, defaults filled in: one field per key of
+    :data:`OPTIONS` (tests/test_conf.py keeps them in step) and ``CACHE_SIGNING_KEYS``.
+    ``DEPLOYMENT`` is the dict as given (``conf.DEPLOYMENT`` parses it)."""
+
+    CACHE_ALIAS: str
+    CACHE_BACKGROUND_REFRESH: bool
+    CACHE_BREAKER_COOLDOWN: float
+    CACHE_BREAKER_THRESHOLD: int
+    CACHE_ENABLED: bool
+    CACHE_LOCK_TIMEOUT: float
+    CACHE_SERIALIZER: str
+    CACHE_SIGNING_KEY: str | bytes | list[str | bytes] | None
+    DEPLOYMENT: Mapping[str, Any] | None
+    INVALIDATION_QUEUE_SIZE: int
+    INVALIDATION_RETRY_SECONDS: float
+    KEY_PREFIX: str
+    METRICS_ENABLED: bool
+    REPLICAS: tuple[str, ...]
+    REPLICA_CHECK_INTERVAL: float
+    REPLICA_CHECK_TIMEOUT: float
+    REPLICA_MAX_LAG_SECONDS: float
+    REPLICA_RETRY_SECONDS: float
+    STICKY_COOKIE_NAME: str
+    STICKY_SECONDS: float
+    TAG_TIMEOUT: int | None
+    CACHE_SIGNING_KEYS: tuple[bytes, ...]
+    """``CACHE_SIGNING_KEY`` as a tuple of byte strings (empty: entries are not signed)."""
+
+
+def _validated(user: Mapping[str, Any], name: str) -> Any:
+    option = OPTIONS[name]
+    if name not in user:
+        return option.default
+    value = user[name]
+    if not option.validate(value):
+        raise ImproperlyConfigured(invalid_message(name, value))
+    return value
+
+
+def _build_snapshot() -> Snapshot:
+    user = _user_settings()
+    values = {name: _validated(user, name) for name in OPTIONS}
+    signing_key = values["CACHE_SIGNING_KEY"]
+    # An option without a field yet (tests/test_conf.py says so) is validated, not kept.
+    return Snapshot(
+        **{
+            **{name: value for name, value in values.items() if name in _FIELDS},
+            "REPLICAS": tuple(values["REPLICAS"]),
+            "REPLICA_CHECK_INTERVAL": float(values["REPLICA_CHECK_INTERVAL"]),
+            "REPLICA_CHECK_TIMEOUT": float(values["REPLICA_CHECK_TIMEOUT"]),
+            "REPLICA_MAX_LAG_SECONDS": float(values["REPLICA_MAX_LAG_SECONDS"]),
+            "REPLICA_RETRY_SECONDS": float(values["REPLICA_RETRY_SECONDS"]),
+            "STICKY_SECONDS": float(values["STICKY_SECONDS"]),
+            "CACHE_SIGNING_KEYS": () if signing_key is None else _signing_keys(signing_key),
+        }
+    )
+
+
+_FIELDS = frozenset(field.name for field in fields(Snapshot))
+
+# Process-wide on purpose: the settings are. _lock only orders building against resetting
+# (readers never take it): a snapshot or derived value built from settings that changed
+# while it was being built is returned to its caller but never kept.
+_snapshot: Snapshot | None = None
+_derived: dict[Callable[[Snapshot], Any], Any] = {}
+_lock = threading.Lock()
+_resets = 0
+
+
+def snapshot() -> Snapshot:
+    """The current :class:`Snapshot`; raises :class:`ImproperlyConfigured` naming the first
+    invalid key (in :data:`OPTIONS` order) while any value is invalid."""
+    current = _snapshot
+    return current if current is not None else _take_snapshot()
+
+
+def _take_snapshot() -> Snapshot:
+    global _snapshot
+    with _lock:
+        resets = _resets
+    built = _build_snapshot()
+    with _lock:
+        if _resets == resets:
+            _snapshot = built
+    return built
+
+
+def derived(build: Callable[[Snapshot], _T]) -> _T:
+    """``build(snapshot())``, computed once and kept until the settings change.
+
+    ``build`` is the key: pass a module-level function, not a new lambda per call."""
+    try:
+        return cast(_T, _derived[build])
+    except KeyError:
+        pass
+    with _lock:
+        resets = _resets
+    value = build(snapshot())
+    with _lock:
+        if _resets == resets:
+            _derived[build] = value
+    return value
+
+
+# Derived values may depend on CACHES (a cache's backend) or DATABASES (the aliases), not
+# only on RESEE_PERF; a rebuild costs one validation, and settings change only in tests.
+RESET_BY = frozenset({SETTING_NAME, "CACHES", "DATABASES"})
+
+
+def reset(**kwargs: Any) -> None:
+    """Drop the snapshot and every derived value (a ``setting_changed`` receiver)."""
+    global _snapshot, _resets
+    if kwargs.get("setting", SETTING_NAME) not in RESET_BY:
+        return
+    with _lock:
+        _resets += 1
+        _snapshot = None
+        _derived.clear()
+
+
+setting_changed.connect(reset)
+
+
 class Settings:
-    """Typed, always-fresh view of ``settings.RESEE_PERF``.
+    """Typed view of ``settings.RESEE_PERF``, read from the current :class:`Snapshot`.
 
     A value that fails validation raises :class:`ImproperlyConfigured` naming the key; the
     system checks report the same problem earlier, at ``manage.py check``.
     """
 
     def get(self, name: str) -> Any:
-        option = OPTIONS[name]
-        user = _user_settings()
-        if name not in user:
-            return option.default
-        value = user[name]
-        if not option.validate(value):
-            raise ImproperlyConfigured(invalid_message(name, value))
-        return value
+        """One key, read from the settings and validated now (not from the snapshot)."""
+        return _validated(_user_settings(), name)
 
     @property
     def CACHE_ALIAS(self) -> str:
-        return cast(str, self.get("CACHE_ALIAS"))
+        return snapshot().CACHE_ALIAS
 
     @property
     def CACHE_BACKGROUND_REFRESH(self) -> bool:
-        return cast(bool, self.get("CACHE_BACKGROUND_REFRESH"))
+        return snapshot().CACHE_BACKGROUND_REFRESH
 
     @property
     def CACHE_BREAKER_COOLDOWN(self) -> float:
-        return cast(float, self.get("CACHE_BREAKER_COOLDOWN"))
+        return snapshot().CACHE_BREAKER_COOLDOWN
 
     @property
     def CACHE_BREAKER_THRESHOLD(self) -> int:
-        return cast(int, self.get("CACHE_BREAKER_THRESHOLD"))
+        return snapshot().CACHE_BREAKER_THRESHOLD
 
     @property
     def CACHE_ENABLED(self) -> bool:
-        return cast(bool, self.get("CACHE_ENABLED"))
+        return snapshot().CACHE_ENABLED
 
     @property
     def CACHE_LOCK_TIMEOUT(self) -> float:
-        return cast(float, self.get("CACHE_LOCK_TIMEOUT"))
+        return snapshot().CACHE_LOCK_TIMEOUT
 
     @property
     def DEPLOYMENT(self) -> Deployment | None:
-        value = self.get("DEPLOYMENT")
+        value = snapshot().DEPLOYMENT
         return None if value is None else Deployment.from_setting(value)
 
     @property
     def KEY_PREFIX(self) -> str:
-        return cast(str, self.get("KEY_PREFIX"))
+        return snapshot().KEY_PREFIX
 
     @property
     def METRICS_ENABLED(self) -> bool:
-        return cast(bool, self.get("METRICS_ENABLED"))
+        return snapshot().METRICS_ENABLED
 
     @property
     def REPLICAS(self) -> list[str]:
-        return list(self.get("REPLICAS"))
+        return list(snapshot().REPLICAS)
 
     @property
     def REPLICA_CHECK_INTERVAL(self) -> float:
-        return float(self.get("REPLICA_CHECK_INTERVAL"))
+        return snapshot().REPLICA_CHECK_INTERVAL
 
     @property
     def REPLICA_CHECK_TIMEOUT(self) -> float:
-        return float(self.get("REPLICA_CHECK_TIMEOUT"))
+        return snapshot().REPLICA_CHECK_TIMEOUT
 
     @property
     def REPLICA_MAX_LAG_SECONDS(self) -> float:
-        return float(self.get("REPLICA_MAX_LAG_SECONDS"))
+        return snapshot().REPLICA_MAX_LAG_SECONDS
 
     @property
     def REPLICA_RETRY_SECONDS(self) -> float:
-        return float(self.get("REPLICA_RETRY_SECONDS"))
+        return snapshot().REPLICA_RETRY_SECONDS
 
     @property
     def STICKY_COOKIE_NAME(self) -> str:
-        return cast(str, self.get("STICKY_COOKIE_NAME"))
+        return snapshot().STICKY_COOKIE_NAME
 
     @property
     def STICKY_SECONDS(self) -> float:
-        return float(self.get("STICKY_SECONDS"))
+        return snapshot().STICKY_SECONDS
 
     @property
     def INVALIDATION_QUEUE_SIZE(self) -> int:
-        return cast(int, self.get("INVALIDATION_QUEUE_SIZE"))
+        return snapshot().INVALIDATION_QUEUE_SIZE
 
     @property
     def INVALIDATION_RETRY_SECONDS(self) -> float:
-        return cast(float, self.get("INVALIDATION_RETRY_SECONDS"))
+        return snapshot().INVALIDATION_RETRY_SECONDS
 
     @property
     def TAG_TIMEOUT(self) -> int | None:
-        return cast("int | None", self.get("TAG_TIMEOUT"))
+        return snapshot().TAG_TIMEOUT
 
     @property
     def CACHE_SERIALIZER(self) -> str:
-        return cast(str, self.get("CACHE_SERIALIZER"))
+        return snapshot().CACHE_SERIALIZER
 
     @property
     def CACHE_SIGNING_KEY(self) -> str | bytes | list[str | bytes] | None:
-        return cast("str | bytes | list[str | bytes] | None", self.get("CACHE_SIGNING_KEY"))
+        return snapshot().CACHE_SIGNING_KEY
 
     @property
     def CACHE_SIGNING_KEYS(self) -> tuple[bytes, ...]:
-        """``CACHE_SIGNING_KEY`` as a tuple of byte strings (empty: entries are not signed)."""
-        value = self.get("CACHE_SIGNING_KEY")
-        return () if value is None else cast("tuple[bytes, ...]", _signing_keys(value))
+        return snapshot().CACHE_SIGNING_KEYS
 
 
 def invalid_message(name: str, value: Any) -> str:

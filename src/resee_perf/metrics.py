@@ -3,7 +3,9 @@
 The cache, the invalidation and the router never touch prometheus-client themselves: they call
 the ``report_*`` functions below, which are the one place where "what happened" becomes a
 number. prometheus-client is an optional extra (``resee-perf[prometheus]``); without it, or
-with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op.
+with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op. The switch is read
+from :func:`resee_perf.conf.snapshot` (one call and an attribute, not a validation of the
+settings dict), since ``report_cache`` and ``report_route`` run on every hit and routed query.
 
 Names follow the Prometheus conventions (``resee_perf_`` prefix, ``_total`` for counters,
 base units); docs/metrics.md lists them and a test keeps the two in step.
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from resee_perf.conf import conf
+from resee_perf.conf import snapshot
 
 
 class _Metric(Protocol):
@@ -183,7 +185,7 @@ _cache_request_children: dict[tuple[str, str], _Counter] = {}
 
 
 def report_cache(name: str, result: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         child = _cache_request_children.get((name, result))
         if child is None:
             child = CACHE_REQUESTS.labels(name, result)
@@ -192,47 +194,47 @@ def report_cache(name: str, result: str) -> None:
 
 
 def report_recompute(name: str, seconds: float) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_RECOMPUTE_SECONDS.labels(name).observe(seconds)
 
 
 def report_lock_wait(name: str, seconds: float) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_LOCK_WAIT_SECONDS.labels(name).observe(seconds)
 
 
 def report_refresh_failure(name: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_REFRESH_FAILURES.labels(name).inc()
 
 
 def report_store_skipped(name: str, reason: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_STORES_SKIPPED.labels(name, reason).inc()
 
 
 def report_breaker(cache: str, *, is_open: bool) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_BREAKER_OPEN.labels(cache).set(1 if is_open else 0)
 
 
 def report_invalidation(cache: str, result: str, tags: int) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         INVALIDATIONS.labels(cache, result).inc(tags)
 
 
 def report_invalidations_pending(cache: str, size: int) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         INVALIDATIONS_PENDING.labels(cache).set(size)
 
 
 def report_invalidation_overflow(cache: str, dropped: int) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         INVALIDATION_OVERFLOWS.labels(cache).inc(dropped)
 
 
 def report_epoch_change(cache: str, reason: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_EPOCH_CHANGES.labels(cache, reason).inc()
 
 
@@ -241,7 +243,7 @@ _route_children: dict[tuple[str, str], _Counter] = {}
 
 
 def report_route(alias: str, reason: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         child = _route_children.get((alias, reason))
         if child is None:
             child = DB_ROUTES.labels(alias, reason)
@@ -250,7 +252,7 @@ def report_route(alias: str, reason: str) -> None:
 
 
 def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         REPLICA_UP.labels(alias).set(1 if up else 0)
         if lag is not None:
             REPLICA_LAG_SECONDS.labels(alias).set(lag)
@@ -267,5 +269,5 @@ CACHE_ENTRIES_REJECTED = _counter(
 
 
 def report_entry_rejected(name: str) -> None:
-    if conf.METRICS_ENABLED:
+    if snapshot().METRICS_ENABLED:
         CACHE_ENTRIES_REJECTED.labels(name).inc()

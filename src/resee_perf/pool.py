@@ -30,58 +30,26 @@ from resee_perf._budget import (
     Contribution,
     PoolMismatch,
     ServerBudget,
-    ServerKind,
     budget_from_settings,
     connection_budget,
-    settings_look_asgi,
 )
-from resee_perf._clients import Client
-from resee_perf._databases import (
-    NATIVE_POOL_DJANGO,
-    PSYCOPG_POOL_MIN_SIZE,
-    AliasConnections,
-    PoolSize,
-    PoolUnavailable,
-    asgi_advice,
-    native_pool_unavailable,
-    read_alias,
-    read_databases,
-    read_pool,
-    server_address,
-)
-from resee_perf._deployment import DEFAULT_RESERVED, CeleryPool, Deployment
-from resee_perf._recommend import recommended_database
-from resee_perf._render import verdict_table
-from resee_perf._servers import ServerStatus, ServerVerdict, assess, inspect_servers
+from resee_perf._databases import PoolUnavailable
 
+# Defined in the leaf _deployment so that conf (RESEE_PERF['DEPLOYMENT']) needs no budget code;
+# public here, as connection_budget's first argument.
+from resee_perf._deployment import Deployment
+from resee_perf._recommend import recommended_database
+
+# The names users import (docs/reference/api.md); the command and the system checks use the
+# private modules directly.
 __all__ = [
-    "DEFAULT_RESERVED",
-    "NATIVE_POOL_DJANGO",
-    "PSYCOPG_POOL_MIN_SIZE",
-    "AliasConnections",
-    "CeleryPool",
-    "Client",
     "ConnectionBudget",
     "Contribution",
     "Deployment",
     "PoolMismatch",
-    "PoolSize",
     "PoolUnavailable",
     "ServerBudget",
-    "ServerKind",
-    "ServerStatus",
-    "ServerVerdict",
-    "asgi_advice",
-    "assess",
     "budget_from_settings",
     "connection_budget",
-    "inspect_servers",
-    "native_pool_unavailable",
-    "read_alias",
-    "read_databases",
-    "read_pool",
     "recommended_database",
-    "server_address",
-    "settings_look_asgi",
-    "verdict_table",
 ]

@@ -18,7 +18,7 @@ from typing import Any, get_args
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from resee_perf import pool
+from resee_perf import _render, _servers, pool
 from resee_perf._deployment import BUDGET_FIELDS, CeleryPool, Deployment
 from resee_perf.conf import conf
 
@@ -123,10 +123,12 @@ class Command(BaseCommand):
         except (ValueError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from error
         statuses = (
-            {} if options["offline"] else pool.inspect_servers(budget, timeout=options["timeout"])
+            {}
+            if options["offline"]
+            else _servers.inspect_servers(budget, timeout=options["timeout"])
         )
         try:
-            verdicts = pool.assess(
+            verdicts = _servers.assess(
                 budget, statuses=statuses, max_connections=max_connections, reserved=reserved
             )
         except ValueError as error:
@@ -137,7 +139,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(str(budget))
             self.stdout.write("")
-            self.stdout.write(pool.verdict_table(verdicts))
+            self.stdout.write(_render.verdict_table(verdicts))
             for note in _capacity_notes(verdicts):
                 self.stdout.write(f"note: {note}")
 
@@ -182,7 +184,9 @@ class Command(BaseCommand):
             overrides["extra_clients"] = {**deployment.extra_clients, **dict(options["extra"])}
         return overrides
 
-    def _json(self, budget: pool.ConnectionBudget, verdicts: tuple[pool.ServerVerdict, ...]) -> str:
+    def _json(
+        self, budget: pool.ConnectionBudget, verdicts: tuple[_servers.ServerVerdict, ...]
+    ) -> str:
         fits = [verdict.fits for verdict in verdicts]
         return json.dumps(
             {
@@ -227,7 +231,7 @@ def _check_capacity(max_connections: int | Mapping[str, int] | None, reserved: i
             )
 
 
-def _capacity_notes(verdicts: tuple[pool.ServerVerdict, ...]) -> list[str]:
+def _capacity_notes(verdicts: tuple[_servers.ServerVerdict, ...]) -> list[str]:
     notes = []
     for verdict in verdicts:
         status = verdict.status

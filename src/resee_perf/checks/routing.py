@@ -1,0 +1,143 @@
+"""Checks of ``StickyReplicaRouter`` and ``StickyReadsMiddleware`` (docs/routing.md):
+resee_perf.E020-E029 / W020-W029."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from resee_perf.checks.settings import user_settings
+from resee_perf.conf import OPTIONS, SETTING_NAME
+
+_ROUTER = "resee_perf.routers.StickyReplicaRouter"
+_MIDDLEWARE = "resee_perf.middleware.StickyReadsMiddleware"
+_SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def _is_subclass_path(entry: Any, base: type) -> bool:
+    """Whether a DATABASE_ROUTERS or MIDDLEWARE entry (a dotted path, a class or an instance)
+    is ``base`` or a subclass of it."""
+    if isinstance(entry, str):
+        try:
+            entry = import_string(entry)
+        except ImportError:
+            return False
+    if isinstance(entry, type):
+        return issubclass(entry, base)
+    return isinstance(entry, base)
+
+
+def check_router(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    from resee_perf.middleware import StickyReadsMiddleware
+    from resee_perf.routers import PRIMARY, StickyReplicaRouter
+
+    user = user_settings()
+    replicas = user.get("REPLICAS", [])
+    if not OPTIONS["REPLICAS"].validate(replicas):
+        return []  # E002 says so
+    messages: list[CheckMessage] = []
+    for alias in replicas:
+        if alias == PRIMARY:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['REPLICAS'] lists {PRIMARY!r}, the primary.",
+                    hint="List only the aliases of replicas; the primary is always 'default'.",
+                    id="resee_perf.E021",
+                )
+            )
+        elif alias not in settings.DATABASES:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['REPLICAS'] lists {alias!r}, which is not in "
+                    "settings.DATABASES.",
+                    hint=(
+                        "Add it to DATABASES or use one of: "
+                        f"{', '.join(sorted(settings.DATABASES))}."
+                    ),
+                    id="resee_perf.E020",
+                )
+            )
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    has_router = any(_is_subclass_path(r, StickyReplicaRouter) for r in settings.DATABASE_ROUTERS)
+    positions = [i for i, m in enumerate(middleware) if _is_subclass_path(m, StickyReadsMiddleware)]
+    if has_router and not positions:
+        messages.append(
+            Warning(
+                f"{_ROUTER} is in DATABASE_ROUTERS but {_MIDDLEWARE} is not in MIDDLEWARE.",
+                hint=(
+                    "Without it a client's next request may read from a replica that has not "
+                    "replayed its write, and a thread that wrote once reads from the primary "
+                    "for good. Add it near the top of MIDDLEWARE."
+                ),
+                id="resee_perf.W020",
+            )
+        )
+    if positions and not has_router:
+        messages.append(
+            Warning(
+                f"{_MIDDLEWARE} is in MIDDLEWARE but {_ROUTER} is not in DATABASE_ROUTERS.",
+                hint="The middleware only works with the router: add it, or remove the middleware.",
+                id="resee_perf.W021",
+            )
+        )
+    if has_router and not replicas:
+        messages.append(
+            Warning(
+                f"{_ROUTER} is in DATABASE_ROUTERS but {SETTING_NAME}['REPLICAS'] is empty.",
+                hint="Every query goes to 'default'. List the replicas' aliases in REPLICAS.",
+                id="resee_perf.W022",
+            )
+        )
+    session_position = (
+        middleware.index(_SESSION_MIDDLEWARE) if _SESSION_MIDDLEWARE in middleware else None
+    )
+    if positions and session_position is not None and positions[0] > session_position:
+        messages.append(
+            Warning(
+                f"{_MIDDLEWARE} comes after {_SESSION_MIDDLEWARE} in MIDDLEWARE.",
+                hint=(
+                    "The session is saved after the middleware has finished, so a login's "
+                    "write is not remembered and the next request can read the session "
+                    "from a replica that lacks it. Move it above SessionMiddleware."
+                ),
+                id="resee_perf.W023",
+            )
+        )
+    messages.extend(_check_replica_connect_timeouts([a for a in replicas if a != PRIMARY]))
+    return messages
+
+
+def _check_replica_connect_timeouts(replicas: Sequence[str]) -> list[CheckMessage]:
+    """W024: a PostgreSQL replica alias without OPTIONS['connect_timeout'].
+
+    A request opens its connection to the replica it was routed to lazily, with Django's own
+    settings: against a hung replica (stopped, frozen VM, full accept queue) libpq then waits
+    forever, and the router never gets the error that marks the replica down."""
+    messages: list[CheckMessage] = []
+    for alias in replicas:
+        database = settings.DATABASES.get(alias)
+        if not isinstance(database, Mapping) or "postgresql" not in str(database.get("ENGINE", "")):
+            continue  # E020 reports a missing alias; other engines have other options
+        options = database.get("OPTIONS")
+        if isinstance(options, Mapping) and options.get("connect_timeout"):
+            continue
+        messages.append(
+            Warning(
+                f"DATABASES[{alias!r}] is a replica in {SETTING_NAME}['REPLICAS'] without "
+                "OPTIONS['connect_timeout'].",
+                hint=(
+                    f'Add "OPTIONS": {{"connect_timeout": 2}} to DATABASES[{alias!r}] '
+                    "(whole seconds, 2 at least): without it a request routed to a hung "
+                    "replica waits for it forever instead of falling back to the primary."
+                ),
+                id="resee_perf.W024",
+            )
+        )
+    return messages
