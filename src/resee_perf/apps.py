@@ -23,3 +23,4 @@ class ReseePerfConfig(AppConfig):
             resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True
         )
         checks.register(resee_checks.check_database_on_delete, checks.Tags.models)
+        checks.register(resee_checks.check_replica_query_timeout)

@@ -238,6 +238,20 @@ OPTIONS: dict[str, Option] = {
             "any verifies. Keep it distinct from `SECRET_KEY` and out of the repository."
         ),
     ),
+    # Appended (query-deadline): the client-side bound of a query on an open replica connection.
+    "REPLICA_QUERY_TIMEOUT": Option(
+        default=None,
+        validate=optional(positive_number),
+        expected="a positive number of seconds or None",
+        doc=(
+            "Client-side deadline of each query on a replica connection: past it the query "
+            "fails with `OperationalError`, the replica is marked down and the next reads go "
+            "elsewhere. Only a hung server (stopped, frozen VM) needs it: set it just above the "
+            "replica's `statement_timeout`, which ends slow queries on a live server first. "
+            "`None`: no bound (`resee_perf.W025` warns with persistent connections). See "
+            "[routing](../routing.md#a-query-on-an-open-connection-to-a-hung-replica)."
+        ),
+    ),
 }
 
 
@@ -365,6 +379,11 @@ class Settings:
         """``CACHE_SIGNING_KEY`` as a tuple of byte strings (empty: entries are not signed)."""
         value = self.get("CACHE_SIGNING_KEY")
         return () if value is None else cast("tuple[bytes, ...]", _signing_keys(value))
+
+    @property
+    def REPLICA_QUERY_TIMEOUT(self) -> float | None:
+        value = self.get("REPLICA_QUERY_TIMEOUT")
+        return None if value is None else float(value)
 
 
 def invalid_message(name: str, value: Any) -> str:
