@@ -154,7 +154,8 @@ def test_queries_in_flight_on_a_hung_replica_fail_within_the_deadline(
         for seconds, error in failed:
             assert "REPLICA_QUERY_TIMEOUT" in str(error)
             assert seconds < QUERY_TIMEOUT + SLEEP + 0.5, f"a query failed after {seconds:.2f} s"
-        assert timeouts(FAULT_ALIAS) - killed_before == len(failed)
+        # Counted, with the pings of threads that were between two requests (one each).
+        assert len(failed) <= timeouts(FAULT_ALIAS) - killed_before <= THREADS
         # Every read that began once it was stopped went to the primary, within twice the
         # bound, and none failed.
         assert len(served) >= THREADS

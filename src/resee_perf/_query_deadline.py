@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -41,6 +42,8 @@ from django.dispatch import receiver
 from resee_perf import _replicas
 from resee_perf.conf import SETTING_NAME, conf
 from resee_perf.metrics import report_replica_query_timeout
+
+logger = logging.getLogger("resee_perf.routers")
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,15 @@ class _Watchdog:
                     condition.release()
                     try:
                         for alias in fired:
+                            logger.warning(
+                                "A query on the replica %r outran its deadline: its connection "
+                                "was shut down and the replica marked down.",
+                                alias,
+                            )
                             report_replica_query_timeout(alias)
+                    except Exception:
+                        # The watchdog must outlive a broken metrics or logging setup.
+                        logger.exception("Reporting a replica query deadline failed")
                     finally:
                         condition.acquire()
                     continue
@@ -183,7 +194,11 @@ class _Watchdog:
                 slot.queued_in = None
                 slot.deadline = None
                 slot.fired = True
-                _replicas.mark_down(slot.alias)
+                try:
+                    _replicas.mark_down(slot.alias)
+                except Exception:
+                    # Still shut down: a query left hanging is the worse failure.
+                    logger.exception("Marking the replica %r down failed", slot.alias)
                 _shut_down(slot.raw)
                 fired.append(slot.alias)
         return fired
@@ -216,8 +231,10 @@ class QueryDeadline:
         many: bool,
         context: dict[str, Any],
     ) -> Any:
-        seconds = _current().query_timeout
-        if seconds is None:
+        current = _current()
+        seconds = current.query_timeout
+        # Installed for good: the alias may have left REPLICAS since (override_settings).
+        if seconds is None or self.slot.alias not in current.replicas:
             return execute(sql, params, many, context)
         return self.run(context["connection"], seconds, execute, sql, params, many, context)
 
