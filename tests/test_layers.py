@@ -15,7 +15,8 @@ ALLOWED = {
     "_validators": set(),
     "_lsn": set(),
     "_replica_check": {"_lsn"},
-    "conf": {"_deployment", "_validators"},
+    "_settings_options": {"_validators"},
+    "conf": {"_deployment", "_settings_options"},
     "metrics": {"conf"},
     "_replicas": {"_lsn", "_replica_check", "conf", "metrics"},
 }

@@ -25,237 +25,13 @@ from django.core.signals import setting_changed
 
 from resee_perf._deployment import Deployment
 
-# The validators are a leaf module, shared with the deployment setting (``_deployment``),
-# which conf imports: defined here, they made the two import each other.
-from resee_perf._validators import (
-    boolean,
-    non_empty_str,
-    non_negative_number,
-    optional,
-    positive_int,
-    positive_number,
-    str_list,
-)
+# Re-exported: the checks and the docs test read the table through conf.
+from resee_perf._settings_options import OPTIONS as OPTIONS
+from resee_perf._settings_options import SETTING_NAME as SETTING_NAME
+from resee_perf._settings_options import Option as Option
+from resee_perf._settings_options import signing_keys
 
-SETTING_NAME = "RESEE_PERF"
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One key of ``RESEE_PERF``: its default, how to validate it, and what it does."""
-
-    default: Any
-    validate: Callable[[Any], bool]
-    expected: str
-    """Completes the sentence "RESEE_PERF['KEY'] should be ..."."""
-    doc: str
-
-
-OPTIONS: dict[str, Option] = {
-    "CACHE_ALIAS": Option(
-        default="default",
-        validate=non_empty_str,
-        expected="the alias of a cache in settings.CACHES",
-        doc="The Django cache that `cache_aside` and tag invalidation use unless told otherwise.",
-    ),
-    "CACHE_BACKGROUND_REFRESH": Option(
-        default=True,
-        validate=boolean,
-        expected="True or False",
-        doc=(
-            "Run the refresh of a stale (`stale_ttl`) or early-expired (`beta`) entry in a "
-            "background thread (a task for async functions), so the caller that triggers it "
-            "gets the current value at once. False: that caller recomputes inline."
-        ),
-    ),
-    "CACHE_BREAKER_COOLDOWN": Option(
-        default=5.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "Seconds `cache_aside` calls functions directly, without trying the cache, once "
-            "the circuit breaker has opened; then one call tries the cache again."
-        ),
-    ),
-    "CACHE_BREAKER_THRESHOLD": Option(
-        default=3,
-        validate=positive_int,
-        expected="a positive integer",
-        doc="Consecutive cache failures (per alias and process) that open the circuit breaker.",
-    ),
-    "CACHE_ENABLED": Option(
-        default=True,
-        validate=boolean,
-        expected="True or False",
-        doc=(
-            "The kill switch of `cache_aside`. False: every call runs the function, without "
-            "touching the cache (`bypass`); invalidations keep running, so that switching it "
-            "back on serves no entry that a write made stale meanwhile."
-        ),
-    ),
-    "CACHE_LOCK_TIMEOUT": Option(
-        default=10.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "Default `lock_timeout` of `cache_aside`: how long a recompute may hold its key's "
-            "lock (and callers wait for it) before another caller may take over. Keep it above "
-            "your slowest body."
-        ),
-    ),
-    "DEPLOYMENT": Option(
-        default=None,
-        validate=optional(lambda value: isinstance(value, Mapping)),
-        expected="a dict of deployment numbers (see docs/connections.md) or None",
-        doc=(
-            "What runs against the databases: web workers and threads, Celery, other clients, "
-            "headroom, each server's max_connections. Read by the connection budget "
-            "(`manage.py connection_budget`, `check --deploy`); its keys are checked by "
-            "`resee_perf.E030`."
-        ),
-    ),
-    "KEY_PREFIX": Option(
-        default="rp",
-        validate=non_empty_str,
-        expected="a non-empty string",
-        doc=(
-            "Namespace for every key resee-perf writes. Change it to drop every entry at once "
-            "(for example when a deploy changes what cached functions return)."
-        ),
-    ),
-    "METRICS_ENABLED": Option(
-        default=True,
-        validate=boolean,
-        expected="True or False",
-        doc="Record Prometheus metrics (needs the `prometheus` extra; a no-op without it).",
-    ),
-    # StickyReplicaRouter and StickyReadsMiddleware (docs/routing.md).
-    "REPLICAS": Option(
-        default=[],
-        validate=str_list,
-        expected="a list of database aliases from settings.DATABASES",
-        doc=(
-            "Database aliases of the read replicas of `default`. `StickyReplicaRouter` spreads "
-            "reads over them; empty: every query goes to `default`."
-        ),
-    ),
-    "REPLICA_CHECK_INTERVAL": Option(
-        default=0.5,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "How often each process reads each replica's replay position and lag (one small "
-            "query per replica per interval, never per request)."
-        ),
-    ),
-    "REPLICA_CHECK_TIMEOUT": Option(
-        default=2.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "Deadline of that check, kept by the client: a replica that has not answered by "
-            "then is marked down (a hung server enforces no statement_timeout)."
-        ),
-    ),
-    "REPLICA_MAX_LAG_SECONDS": Option(
-        default=5.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc="A replica whose replay lags the primary by more than this gets no reads.",
-    ),
-    "REPLICA_RETRY_SECONDS": Option(
-        default=5.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "How long a replica that failed its check, or a connection, gets no reads before "
-            "it is checked again."
-        ),
-    ),
-    "STICKY_COOKIE_NAME": Option(
-        default="resee_perf_sticky",
-        validate=non_empty_str,
-        expected="a non-empty string",
-        doc=(
-            "Name of the signed cookie in which `StickyReadsMiddleware` keeps a client's last "
-            "write position."
-        ),
-    ),
-    "STICKY_SECONDS": Option(
-        default=15.0,
-        validate=non_negative_number,
-        expected="a non-negative number of seconds",
-        doc=(
-            "After a write, the client reads from the primary for this long when the write "
-            "position is unknown (a database other than PostgreSQL); also the life of the cookie."
-        ),
-    ),
-    "TAG_TIMEOUT": Option(
-        default=7 * 24 * 3600,
-        validate=optional(positive_int),
-        expected="a positive number of seconds or None",
-        doc=(
-            "Seconds a tag's generation key lives in the cache (`None`: until evicted). A "
-            "generation that expires only turns the entries under it into misses; keep it "
-            "longer than your longest `ttl + stale_ttl` so that this never happens to live entries."
-        ),
-    ),
-    "INVALIDATION_QUEUE_SIZE": Option(
-        default=10_000,
-        validate=positive_int,
-        expected="a positive integer",
-        doc=(
-            "Failed invalidations (tags and `invalidate()` keys, per cache alias and process) "
-            "kept for retry. Past it they are replaced by one bump of the cache's epoch: every "
-            "entry becomes a miss once Redis answers, and the process bypasses that cache until "
-            "then."
-        ),
-    ),
-    "INVALIDATION_RETRY_SECONDS": Option(
-        default=1.0,
-        validate=positive_number,
-        expected="a positive number of seconds",
-        doc=(
-            "Longest wait between two retries of failed invalidations (the first comes after "
-            "50 ms, then doubling). Once Redis answers again, other processes may serve an entry "
-            "a failed invalidation covers for at most this long (plus one retry's round trip)."
-        ),
-    ),
-    "CACHE_SERIALIZER": Option(
-        default="json",
-        validate=non_empty_str,
-        expected='"json", "pickle" or the dotted path of a serializer',
-        doc=(
-            'How `cache_aside` turns return values into bytes. `"json"` (default): JSON with '
-            "exact round trips for dict, list, tuple, str, numbers, bool, None, date, datetime, "
-            "time, timedelta, Decimal, UUID, bytes and Django safe strings; a value planted in "
-            'the cache is data, never code. `"pickle"`: any picklable value, but whoever can '
-            "write to the cache can run code in your workers (set `CACHE_SIGNING_KEY`). Or the "
-            "dotted path of a class with `dumps(value) -> bytes` and `loads(bytes)`. Checked by "
-            "`resee_perf.E011`; see [cache](../cache.md#serializers)."
-        ),
-    ),
-    "CACHE_SIGNING_KEY": Option(
-        default=None,
-        validate=optional(lambda value: _signing_keys(value) is not None),
-        expected="None, a non-empty string or bytes, or a non-empty list of them",
-        doc=(
-            "Secret(s) for an HMAC-SHA256 over every `cache_aside` entry and its key: an entry "
-            "that is unsigned, altered or moved to another key is a miss (counted by "
-            "`resee_perf_cache_entries_rejected_total`). A list rotates keys: the first signs, "
-            "any verifies. Keep it distinct from `SECRET_KEY` and out of the repository."
-        ),
-    ),
-}
-
-
-def _signing_keys(value: Any) -> tuple[bytes, ...] | None:
-    """The keys of ``CACHE_SIGNING_KEY`` as bytes; None if the value is malformed."""
-    items = value if isinstance(value, list | tuple) else [value]
-    if not items or not all(isinstance(item, str | bytes) and item for item in items):
-        return None
-    return tuple(item.encode() if isinstance(item, str) else item for item in items)
 
 
 def _user_settings() -> Mapping[str, Any]:
@@ -290,6 +66,7 @@ class Snapshot:
     REPLICA_CHECK_INTERVAL: float
     REPLICA_CHECK_TIMEOUT: float
     REPLICA_MAX_LAG_SECONDS: float
+    REPLICA_QUERY_TIMEOUT: float | None
     REPLICA_RETRY_SECONDS: float
     STICKY_COOKIE_NAME: str
     STICKY_SECONDS: float
@@ -322,7 +99,12 @@ def _build_snapshot() -> Snapshot:
             "REPLICA_MAX_LAG_SECONDS": float(values["REPLICA_MAX_LAG_SECONDS"]),
             "REPLICA_RETRY_SECONDS": float(values["REPLICA_RETRY_SECONDS"]),
             "STICKY_SECONDS": float(values["STICKY_SECONDS"]),
-            "CACHE_SIGNING_KEYS": () if signing_key is None else _signing_keys(signing_key),
+            "REPLICA_QUERY_TIMEOUT": (
+                None
+                if values["REPLICA_QUERY_TIMEOUT"] is None
+                else float(values["REPLICA_QUERY_TIMEOUT"])
+            ),
+            "CACHE_SIGNING_KEYS": () if signing_key is None else signing_keys(signing_key),
         }
     )
 
@@ -491,6 +273,10 @@ class Settings:
     @property
     def CACHE_SIGNING_KEYS(self) -> tuple[bytes, ...]:
         return snapshot().CACHE_SIGNING_KEYS
+
+    @property
+    def REPLICA_QUERY_TIMEOUT(self) -> float | None:
+        return snapshot().REPLICA_QUERY_TIMEOUT
 
 
 def invalid_message(name: str, value: Any) -> str:

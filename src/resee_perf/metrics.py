@@ -271,3 +271,18 @@ CACHE_ENTRIES_REJECTED = _counter(
 def report_entry_rejected(name: str) -> None:
     if snapshot().METRICS_ENABLED:
         CACHE_ENTRIES_REJECTED.labels(name).inc()
+
+
+# Appended (query-deadline): queries on replica connections ended by the client-side deadline.
+REPLICA_QUERY_TIMEOUTS = _counter(
+    "resee_perf_replica_query_timeouts",
+    "Queries (and CONN_HEALTH_CHECKS pings) on a replica connection that outran their "
+    "client-side deadline (REPLICA_QUERY_TIMEOUT, REPLICA_CHECK_TIMEOUT for pings): each failed "
+    "with OperationalError, and marked the replica down.",
+    ["alias"],
+)
+
+
+def report_replica_query_timeout(alias: str) -> None:
+    if snapshot().METRICS_ENABLED:
+        REPLICA_QUERY_TIMEOUTS.labels(alias).inc()

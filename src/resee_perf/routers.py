@@ -34,7 +34,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
 
-from resee_perf import _replicas
+from resee_perf import _query_deadline, _replicas
 from resee_perf.metrics import report_route
 
 __all__ = [
@@ -218,7 +218,12 @@ def _connected(alias: str) -> bool:
     generation = _replicas.generation(alias)
     if connection.connection is not None:
         if getattr(connection, _GENERATION_ATTR, generation) == generation:
-            return True
+            # CONN_HEALTH_CHECKS' ping, here under a deadline rather than at the first cursor:
+            # a hung replica that fails it is marked down, and the read goes elsewhere.
+            if _query_deadline.health_check(connection):
+                return True
+            if _replicas.generation(alias) != generation:
+                return False
         with suppress(DatabaseError):
             connection.close()
     try:

@@ -36,6 +36,7 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``W022`` the router with no ``REPLICAS``.
 - ``W023`` the middleware after ``SessionMiddleware``.
 - ``W024`` a PostgreSQL replica alias without ``OPTIONS['connect_timeout']``.
+- ``W025`` a replica with persistent connections and no ``REPLICA_QUERY_TIMEOUT``.
 
 ``connections`` -- the connection budget (E030-E039 / W030-W039):
 
@@ -69,7 +70,7 @@ from resee_perf.checks.invalidation import (
     check_invalidation_caches,
     check_invalidation_caches_deploy,
 )
-from resee_perf.checks.routing import check_router
+from resee_perf.checks.routing import check_replica_query_timeout, check_router
 from resee_perf.checks.settings import check_settings
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "check_database_on_delete",
     "check_invalidation_caches",
     "check_invalidation_caches_deploy",
+    "check_replica_query_timeout",
     "check_router",
     "check_settings",
     "connection_budget_messages",
@@ -102,6 +104,7 @@ def register() -> None:
     checks.register(check_database_on_delete, checks.Tags.models)
     # routing
     checks.register(check_router)
+    checks.register(check_replica_query_timeout)
     # connections
     checks.register(check_connections)
     checks.register(check_connection_budget, deploy=True)

@@ -141,3 +141,42 @@ def _check_replica_connect_timeouts(replicas: Sequence[str]) -> list[CheckMessag
             )
         )
     return messages
+
+
+def check_replica_query_timeout(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W025: a PostgreSQL replica alias keeps connections open (``CONN_MAX_AGE`` other than 0,
+    or a pool) while ``REPLICA_QUERY_TIMEOUT`` is None.
+
+    A query in flight on an open connection to a replica that hangs waits until it resumes
+    (the server, not the client, enforces statement_timeout); with persistent connections
+    every thread that holds one is stuck with it."""
+    user = user_settings()
+    replicas = user.get("REPLICAS", [])
+    timeout = user.get("REPLICA_QUERY_TIMEOUT")
+    if timeout is not None or not OPTIONS["REPLICAS"].validate(replicas):
+        return []  # set (E002 reports a wrong value), or REPLICAS is wrong (E002 again)
+    messages: list[CheckMessage] = []
+    for alias in replicas:
+        database = settings.DATABASES.get(alias)
+        if not isinstance(database, Mapping) or "postgresql" not in str(database.get("ENGINE", "")):
+            continue  # E020 reports a missing alias
+        options = database.get("OPTIONS")
+        pooled = isinstance(options, Mapping) and bool(options.get("pool"))
+        if database.get("CONN_MAX_AGE", 0) == 0 and not pooled:
+            continue
+        messages.append(
+            Warning(
+                f"DATABASES[{alias!r}] is a replica with persistent connections "
+                f"(CONN_MAX_AGE or a pool) and {SETTING_NAME}['REPLICA_QUERY_TIMEOUT'] is None.",
+                hint=(
+                    f"Set {SETTING_NAME}['REPLICA_QUERY_TIMEOUT'] to a little more than the "
+                    "replica's statement_timeout (e.g. 6 for 5000 ms): without it, a replica "
+                    "that hangs holds every thread with a query in flight on it until it "
+                    "resumes, instead of failing that query and reading from the primary."
+                ),
+                id="resee_perf.W025",
+            )
+        )
+    return messages
