@@ -7,6 +7,8 @@ newcomer needs no service. Environment:
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
+- ``RESEE_METRICS_TOKEN``: optional; a bearer token that may read ``/metrics`` from anywhere
+  (loopback may without). ``RESEE_METRICS_ENABLED=0`` stops recording metrics.
 - ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
   ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
   (comma-separated).
@@ -61,6 +63,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its latency covers the other middleware (docs/observability.md).
+    "resee_perf.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -171,6 +175,10 @@ RESEE_PERF: dict[str, object] = {
     # The kill switch (docs/cache.md): RESEE_CACHE_ENABLED=0 runs every cached view and
     # function directly, to measure the same build with caching off and on.
     "CACHE_ENABLED": _env_bool("RESEE_CACHE_ENABLED", default=True),
+    # /metrics (resee_perf.urls): loopback, or any address with this bearer token.
+    # RESEE_METRICS_ENABLED=0 turns recording off, for the overhead benchmark.
+    "METRICS_ENABLED": _env_bool("RESEE_METRICS_ENABLED", default=True),
+    "METRICS_TOKEN": os.environ.get("RESEE_METRICS_TOKEN") or None,
 }
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes

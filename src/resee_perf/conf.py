@@ -21,6 +21,8 @@ from resee_perf._deployment import Deployment
 # which conf imports: defined here, they made the two import each other.
 from resee_perf._validators import (
     boolean,
+    cidr_list,
+    increasing_numbers,
     non_empty_str,
     non_negative_number,
     optional,
@@ -192,6 +194,36 @@ OPTIONS: dict[str, Option] = {
             "longer than your longest `ttl + stale_ttl` so that this never happens to live entries."
         ),
     ),
+    # The exporter (resee_perf.urls) and the request metrics (docs/observability.md).
+    "METRICS_ALLOWED_NETWORKS": Option(
+        default=["127.0.0.0/8", "::1/128"],
+        validate=cidr_list,
+        expected="a list of networks in CIDR notation, such as '10.0.0.0/8'",
+        doc=(
+            "Client addresses (`REMOTE_ADDR`) that may read `/metrics` without a token. "
+            "Default: loopback only. Behind a proxy, REMOTE_ADDR is the proxy's address."
+        ),
+    ),
+    "METRICS_TOKEN": Option(
+        default=None,
+        validate=optional(non_empty_str),
+        expected="a non-empty string or None",
+        doc=(
+            "A bearer token that lets any address read `/metrics` "
+            "(`Authorization: Bearer <token>`, Prometheus' `authorization` scrape setting). "
+            "A request that presents a wrong token is refused even from an allowed network."
+        ),
+    ),
+    "METRICS_LATENCY_BUCKETS": Option(
+        default=[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        validate=increasing_numbers,
+        expected="a non-empty list of increasing positive numbers of seconds",
+        doc=(
+            "Buckets of the request latency histogram "
+            "(`resee_perf_http_request_duration_seconds`), read once per process at the first "
+            "request. Every bucket is a series per route and method: keep the list short."
+        ),
+    ),
 }
 
 
@@ -289,6 +321,18 @@ class Settings:
     @property
     def TAG_TIMEOUT(self) -> int | None:
         return cast("int | None", self.get("TAG_TIMEOUT"))
+
+    @property
+    def METRICS_ALLOWED_NETWORKS(self) -> list[str]:
+        return list(self.get("METRICS_ALLOWED_NETWORKS"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        return cast("str | None", self.get("METRICS_TOKEN"))
+
+    @property
+    def METRICS_LATENCY_BUCKETS(self) -> list[float]:
+        return [float(bucket) for bucket in self.get("METRICS_LATENCY_BUCKETS")]
 
 
 def invalid_message(name: str, value: Any) -> str:

@@ -12,7 +12,7 @@ base units); docs/metrics.md lists them and a test keeps the two in step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from resee_perf.conf import conf
 
@@ -85,11 +85,22 @@ def _histogram(
     return Histogram(name, documentation, labelnames, buckets=buckets)
 
 
-def _gauge(name: str, documentation: str, labelnames: Sequence[str]) -> _Gauge:
+_MultiprocessMode = Literal["all", "livemax", "livemin", "livesum"]
+
+
+def _gauge(
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    multiprocess_mode: _MultiprocessMode = "all",
+) -> _Gauge:
+    # multiprocess_mode: how the exporter merges the gauge of each gunicorn worker under
+    # PROMETHEUS_MULTIPROC_DIR ("all" keeps one series per pid); the live* modes forget a
+    # worker once resee_perf.gunicorn.child_exit has marked it dead.
     DEFINED[name] = documentation
     if not _PROMETHEUS:
         return _Noop()
-    return Gauge(name, documentation, labelnames)
+    return Gauge(name, documentation, labelnames, multiprocess_mode=multiprocess_mode)
 
 
 # Process-wide by design: prometheus-client registers each metric once per process in its
@@ -132,6 +143,7 @@ CACHE_BREAKER_OPEN = _gauge(
     "1 while the circuit breaker of a cache alias is open (cache_aside calls functions "
     "directly), else 0.",
     ["cache"],
+    "livemax",
 )
 INVALIDATIONS = _counter(
     "resee_perf_invalidations",
@@ -148,11 +160,13 @@ REPLICA_UP = _gauge(
     "resee_perf_replica_up",
     "1 while a replica is reachable and in recovery at its last check, else 0.",
     ["alias"],
+    "livemin",
 )
 REPLICA_LAG_SECONDS = _gauge(
     "resee_perf_replica_lag_seconds",
     "Replay lag of a replica at its last check (0 when it has replayed all it received).",
     ["alias"],
+    "livemax",
 )
 
 
@@ -161,12 +175,18 @@ REPLICA_LAG_SECONDS = _gauge(
 _cache_request_children: dict[tuple[str, str], _Counter] = {}
 
 
+# Every result a cache_aside call can have: the first call of a function creates all of them at
+# 0, so that a ratio (hits over calls, errors over calls) exists before the first error.
+CACHE_RESULTS = ("hit", "stale", "early", "wait", "miss", "bypass", "error")
+
+
 def report_cache(name: str, result: str) -> None:
     if conf.METRICS_ENABLED:
         child = _cache_request_children.get((name, result))
         if child is None:
-            child = CACHE_REQUESTS.labels(name, result)
-            _cache_request_children[(name, result)] = child
+            for each in (*CACHE_RESULTS, result):
+                _cache_request_children.setdefault((name, each), CACHE_REQUESTS.labels(name, each))
+            child = _cache_request_children[(name, result)]
         child.inc()
 
 
@@ -197,6 +217,8 @@ def report_breaker(cache: str, *, is_open: bool) -> None:
 
 def report_invalidation(cache: str, result: str, tags: int) -> None:
     if conf.METRICS_ENABLED:
+        # Both results exist from the first invalidation on, so an error rate is 0, not absent.
+        INVALIDATIONS.labels(cache, "ok" if result == "error" else "error").inc(0)
         INVALIDATIONS.labels(cache, result).inc(tags)
 
 
@@ -218,3 +240,99 @@ def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
         REPLICA_UP.labels(alias).set(1 if up else 0)
         if lag is not None:
             REPLICA_LAG_SECONDS.labels(alias).set(lag)
+
+
+# -- HTTP and database RED metrics (resee_perf.middleware.MetricsMiddleware) -------------------
+# Labels are bounded by the code, never by the traffic: the route is the URL pattern
+# ("api/contents/<int:pk>/"), the method one of a fixed set, the status a class ("2xx").
+
+HTTP_REQUESTS = _counter(
+    "resee_perf_http_requests",
+    "HTTP requests answered, by URL pattern (route), method and status class.",
+    ["route", "method", "status"],
+)
+_HTTP_DURATION_NAME = "resee_perf_http_request_duration_seconds"
+_HTTP_DURATION_DOC = "Time from the request entering MetricsMiddleware to its response, by route."
+DEFINED[_HTTP_DURATION_NAME] = _HTTP_DURATION_DOC
+_QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
+DB_REQUEST_QUERIES = _histogram(
+    "resee_perf_db_request_queries",
+    "Queries one request sent to a database alias (requests that sent none are not observed).",
+    ["alias"],
+    _QUERY_COUNT_BUCKETS,
+)
+DB_REQUEST_QUERY_SECONDS = _histogram(
+    "resee_perf_db_request_query_seconds",
+    "Time one request spent in queries on a database alias.",
+    ["alias"],
+    _LATENCY_BUCKETS,
+)
+DB_CONNECTIONS_OPENED = _counter(
+    "resee_perf_db_connections_opened",
+    "Database connections opened by Django (the connection_created signal), by alias.",
+    ["alias"],
+)
+DB_POOL_CONNECTIONS = _gauge(
+    "resee_perf_db_pool_connections",
+    "Connections of the psycopg native pools (Django 5.1+ OPTIONS['pool']) summed over live "
+    "processes, by alias and state (size, in_use, waiting: requests waiting for one).",
+    ["alias", "state"],
+    "livesum",
+)
+
+# The histogram's buckets come from a setting (METRICS_LATENCY_BUCKETS), which must not be
+# read at import time: created at the first request, then process-wide like every metric.
+_http_duration: _Histogram | None = None
+_http_children: dict[tuple[str, str, str], tuple[_Counter, _Histogram]] = {}
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _http_duration_histogram() -> _Histogram:
+    global _http_duration
+    if _http_duration is None:
+        if _PROMETHEUS:
+            _http_duration = Histogram(
+                _HTTP_DURATION_NAME,
+                _HTTP_DURATION_DOC,
+                ["route", "method"],
+                buckets=conf.METRICS_LATENCY_BUCKETS,
+            )
+        else:  # pragma: no cover - core-only install
+            _http_duration = _Noop()
+    return _http_duration
+
+
+def report_http(route: str, method: str, status: int, seconds: float) -> None:
+    if not conf.METRICS_ENABLED:
+        return
+    status_class = f"{min(max(status // 100, 1), 5)}xx"
+    children = _http_children.get((route, method, status_class))
+    if children is None:
+        duration = _http_duration_histogram().labels(route, method)
+        # Every status class of a route exists from its first request on, so that an error
+        # ratio is 0 rather than absent before the first 5xx (and its alert can be evaluated).
+        for each in STATUS_CLASSES:
+            counter = HTTP_REQUESTS.labels(route, method, each)
+            _http_children.setdefault((route, method, each), (counter, duration))
+        children = _http_children[(route, method, status_class)]
+    counter, duration = children
+    counter.inc()
+    duration.observe(seconds)
+
+
+def report_request_queries(alias: str, queries: int, seconds: float) -> None:
+    if conf.METRICS_ENABLED:
+        DB_REQUEST_QUERIES.labels(alias).observe(queries)
+        DB_REQUEST_QUERY_SECONDS.labels(alias).observe(seconds)
+
+
+def report_connection_opened(alias: str) -> None:
+    if conf.METRICS_ENABLED:
+        DB_CONNECTIONS_OPENED.labels(alias).inc()
+
+
+def report_pool(alias: str, *, size: int, in_use: int, waiting: int) -> None:
+    if conf.METRICS_ENABLED:
+        DB_POOL_CONNECTIONS.labels(alias, "size").set(size)
+        DB_POOL_CONNECTIONS.labels(alias, "in_use").set(in_use)
+        DB_POOL_CONNECTIONS.labels(alias, "waiting").set(waiting)
