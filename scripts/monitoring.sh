@@ -17,6 +17,7 @@
 #   APP_PORT [18000] PROMETHEUS_PORT [19090] ALERTMANAGER_PORT [19093]
 #   PG_EXPORTER_PORT [19187] REDIS_EXPORTER_PORT [19121] APP_WORKERS [3]
 #   SCRAPE_INTERVAL [15s] EVALUATION_INTERVAL [$SCRAPE_INTERVAL]
+#   DJANGO_SECRET_KEY [a random one, kept in the directory]
 #   SLACK_WEBHOOK_URL []                    written to a 0600 file Alertmanager reads; without
 #                                           it, notifications go nowhere (and fail in its log)
 # Needs: apt-get install prometheus prometheus-alertmanager prometheus-postgres-exporter
@@ -90,10 +91,13 @@ host_port() {  # URL -> host:port
 
 start_app() {
   if running app; then return; fi
-  local secret
-  [ -s "$DIR/secret_key" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secret_key"
-  secret="$(cat "$DIR/secret_key")"
-  export DATABASE_URL REDIS_URL DJANGO_SECRET_KEY="$secret" ALLOWED_HOSTS="$HOST,localhost"
+  # The example refuses to start without a key (DEBUG is off); keep one per directory unless
+  # the caller gives theirs (sessions made elsewhere are signed with it).
+  if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+    [ -s "$DIR/secret_key" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secret_key"
+    DJANGO_SECRET_KEY="$(cat "$DIR/secret_key")"
+  fi
+  export DATABASE_URL REDIS_URL DJANGO_SECRET_KEY ALLOWED_HOSTS="$HOST,localhost"
   export DJANGO_SETTINGS_MODULE=resee.settings
   [ -n "${REPLICA_DATABASE_URL:-}" ] && export REPLICA_DATABASE_URL
   if [ "$APP_SETUP" = 1 ]; then

@@ -186,6 +186,9 @@ def report_cache(name: str, result: str) -> None:
         if child is None:
             for each in (*CACHE_RESULTS, result):
                 _cache_request_children.setdefault((name, each), CACHE_REQUESTS.labels(name, each))
+            # The function's histograms too: a lock-wait rate is 0 before the first stampede.
+            CACHE_RECOMPUTE_SECONDS.labels(name)
+            CACHE_LOCK_WAIT_SECONDS.labels(name)
             child = _cache_request_children[(name, result)]
         child.inc()
 
