@@ -12,7 +12,7 @@ base units); docs/metrics.md lists them and a test keeps the two in step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from resee_perf.conf import conf
 
@@ -64,25 +64,110 @@ try:
 except ImportError:  # pragma: no cover - exercised by scripts/check_wheel.sh (core only)
     _PROMETHEUS = False
 
+try:
+    from opentelemetry import metrics as _otel_metrics
+
+    _OTEL = True
+except ImportError:  # pragma: no cover - the otel extra is optional
+    _OTEL = False
+
 # name -> documentation; docs/metrics.md is checked against it.
 DEFINED: dict[str, str] = {}
+
+
+class _OtelChild:
+    """One labelled child of a metric, recorded by prometheus-client and OpenTelemetry alike."""
+
+    __slots__ = ("_attributes", "_instrument", "_prometheus")
+
+    def __init__(self, prometheus: Any, instrument: Any, attributes: dict[str, str]) -> None:
+        self._prometheus = prometheus
+        self._instrument = instrument
+        self._attributes = attributes
+
+    def labels(self, *labelvalues: str) -> _OtelChild:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        self._prometheus.inc(amount)
+        if hasattr(self._instrument, "add"):
+            self._instrument.add(amount, self._attributes)
+
+    def dec(self, amount: float = 1) -> None:
+        # Our gauges are only ever set; an OTel synchronous gauge has no decrement.
+        self._prometheus.dec(amount)
+
+    def set(self, value: float) -> None:
+        self._prometheus.set(value)
+        self._instrument.set(value, self._attributes)
+
+    def observe(self, amount: float) -> None:
+        self._prometheus.observe(amount)
+        self._instrument.record(amount, self._attributes)
+
+
+class _WithOtel:
+    """A metric mirrored to an OpenTelemetry instrument of the same name. The instrument comes
+    from the global MeterProvider: until an application configures one, it is the API's proxy,
+    which drops the measurement (and forwards them once a provider is set)."""
+
+    def __init__(self, prometheus: Any, instrument: Any, labelnames: Sequence[str]) -> None:
+        self._prometheus = prometheus
+        self._instrument = instrument
+        self._labelnames = tuple(labelnames)
+
+    def labels(self, *labelvalues: str) -> _OtelChild:
+        return _OtelChild(
+            self._prometheus.labels(*labelvalues),
+            self._instrument,
+            dict(zip(self._labelnames, labelvalues, strict=True)),
+        )
+
+
+def _otel_instrument(
+    kind: str, name: str, documentation: str, buckets: Sequence[float] = ()
+) -> Any:
+    meter = _otel_metrics.get_meter("resee_perf")
+    unit = "s" if name.endswith("_seconds") else "1"
+    if kind == "counter":
+        return meter.create_counter(name, unit=unit, description=documentation)
+    if kind == "histogram":
+        return meter.create_histogram(
+            name,
+            unit=unit,
+            description=documentation,
+            explicit_bucket_boundaries_advisory=list(buckets),
+        )
+    return meter.create_gauge(name, unit=unit, description=documentation)
+
+
+def _mirrored(
+    prometheus: Any,
+    kind: str,
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    buckets: Sequence[float] = (),
+) -> Any:
+    if not _OTEL:
+        return prometheus
+    instrument = _otel_instrument(kind, name, documentation, buckets)
+    return _WithOtel(prometheus, instrument, labelnames)
 
 
 def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> _Counter:
     # prometheus-client exposes a counter as <name>_total.
     DEFINED[f"{name}_total"] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Counter(name, documentation, labelnames)
+    metric = Counter(name, documentation, labelnames) if _PROMETHEUS else _Noop()
+    return _mirrored(metric, "counter", name, documentation, labelnames)  # type: ignore[no-any-return]
 
 
 def _histogram(
     name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
 ) -> _Histogram:
     DEFINED[name] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Histogram(name, documentation, labelnames, buckets=buckets)
+    metric = Histogram(name, documentation, labelnames, buckets=buckets) if _PROMETHEUS else _Noop()
+    return _mirrored(metric, "histogram", name, documentation, labelnames, buckets)  # type: ignore[no-any-return]
 
 
 _MultiprocessMode = Literal["all", "livemax", "livemin", "livesum"]
@@ -98,9 +183,12 @@ def _gauge(
     # PROMETHEUS_MULTIPROC_DIR ("all" keeps one series per pid); the live* modes forget a
     # worker once resee_perf.gunicorn.child_exit has marked it dead.
     DEFINED[name] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Gauge(name, documentation, labelnames, multiprocess_mode=multiprocess_mode)
+    metric = (
+        Gauge(name, documentation, labelnames, multiprocess_mode=multiprocess_mode)
+        if _PROMETHEUS
+        else _Noop()
+    )
+    return _mirrored(metric, "gauge", name, documentation, labelnames)  # type: ignore[no-any-return]
 
 
 # Process-wide by design: prometheus-client registers each metric once per process in its
@@ -293,15 +381,20 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 def _http_duration_histogram() -> _Histogram:
     global _http_duration
     if _http_duration is None:
-        if _PROMETHEUS:
-            _http_duration = Histogram(
-                _HTTP_DURATION_NAME,
-                _HTTP_DURATION_DOC,
-                ["route", "method"],
-                buckets=conf.METRICS_LATENCY_BUCKETS,
-            )
-        else:  # pragma: no cover - core-only install
-            _http_duration = _Noop()
+        buckets = conf.METRICS_LATENCY_BUCKETS
+        metric: Any = (
+            Histogram(_HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets=buckets)
+            if _PROMETHEUS
+            else _Noop()
+        )
+        _http_duration = _mirrored(
+            metric,
+            "histogram",
+            _HTTP_DURATION_NAME,
+            _HTTP_DURATION_DOC,
+            ["route", "method"],
+            buckets,
+        )
     return _http_duration
 
 
