@@ -175,11 +175,13 @@ RESEE_PERF: dict[str, object] = {
     # The kill switch (docs/cache.md): RESEE_CACHE_ENABLED=0 runs every cached view and
     # function directly, to measure the same build with caching off and on.
     "CACHE_ENABLED": _env_bool("RESEE_CACHE_ENABLED", default=True),
-    # /metrics (resee_perf.urls): loopback, or any address with this bearer token.
-    # RESEE_METRICS_ENABLED=0 turns recording off, for the overhead benchmark.
-    "METRICS_ENABLED": _env_bool("RESEE_METRICS_ENABLED", default=True),
-    "METRICS_TOKEN": os.environ.get("RESEE_METRICS_TOKEN") or None,
 }
+# /metrics (resee_perf.urls) answers loopback, and any address with this bearer token.
+if _metrics_token := os.environ.get("RESEE_METRICS_TOKEN"):
+    RESEE_PERF["METRICS_TOKEN"] = _metrics_token
+# RESEE_METRICS_ENABLED=0 stops recording metrics, for the overhead benchmark.
+if os.environ.get("RESEE_METRICS_ENABLED"):
+    RESEE_PERF["METRICS_ENABLED"] = _env_bool("RESEE_METRICS_ENABLED", default=True)
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes
 # (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.
