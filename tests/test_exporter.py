@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,7 @@ def test_no_warning_outside_gunicorn_or_with_the_directory(
 ) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    monkeypatch.delitem(sys.modules, "gunicorn.arbiter", raising=False)
     assert check_metrics() == []
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 3")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
