@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -123,6 +124,8 @@ def test_the_stack_answers_every_expression_and_alerts_on_a_redis_outage(
         MONITORING_DIR=str(tmp_path / "stack"),
         APP_SETUP="0",
         SCRAPE_INTERVAL="1s",
+        # The example runs on this interpreter's environment (a tox env, say), not .venv.
+        VENV=str(Path(sys.executable).parent.parent),
         REPLICA_DATABASE_URL=f"postgres://{r['USER']}@{r['HOST']}:{r['PORT']}/{r['NAME']}",
         **ports,
     )
