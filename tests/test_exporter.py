@@ -117,8 +117,10 @@ def test_a_presented_token_without_one_configured_is_refused() -> None:
     assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 403
 
 
-def test_only_get() -> None:
+def test_only_get_and_a_stranger_learns_not_even_that() -> None:
     assert Client().post("/metrics").status_code == 405
+    assert Client().head("/metrics").status_code == 200
+    assert Client(REMOTE_ADDR="203.0.113.7").post("/metrics").status_code == 403
 
 
 # -- the request metrics ---------------------------------------------------------------------------

@@ -14,8 +14,7 @@ import ipaddress
 import os
 from functools import lru_cache
 
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
 from resee_perf.conf import conf
 
@@ -74,10 +73,12 @@ def exposition(accept: str) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-@require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    # Refused before anything else, a 405 included: a stranger learns nothing about the URL.
     if not is_allowed(request):
         return HttpResponse(status=403, content_type="text/plain")
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
     try:
         body, content_type = exposition(request.headers.get("Accept", ""))
     except ImportError:
