@@ -156,6 +156,7 @@ start() {
   need prometheus-postgres-exporter prometheus-postgres-exporter
   need prometheus-redis-exporter prometheus-redis-exporter
   need psql postgresql-client
+  need curl curl
   [ -x "$VENV/bin/gunicorn" ] || die "$VENV/bin/gunicorn is missing: source scripts/bootstrap.sh all dev"
   mkdir -p "$DIR"
   write_configs
