@@ -3,7 +3,9 @@
 The cache, the invalidation and the router never touch prometheus-client themselves: they call
 the ``report_*`` functions below, which are the one place where "what happened" becomes a
 number. prometheus-client is an optional extra (``resee-perf[prometheus]``); without it, or
-with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op.
+with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op. With opentelemetry-api
+installed (``resee-perf[otel]``), every metric is mirrored to an OpenTelemetry instrument of the
+same name on the global MeterProvider; prometheus-client stays the multiprocess-safe default.
 
 Names follow the Prometheus conventions (``resee_perf_`` prefix, ``_total`` for counters,
 base units); docs/metrics.md lists them and a test keeps the two in step.
