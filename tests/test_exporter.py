@@ -289,3 +289,34 @@ def test_e050_multiprocess_directory_missing(
 def test_bad_metrics_settings_are_rejected(key: str, bad: Any) -> None:
     assert not OPTIONS[key].validate(bad)
     assert OPTIONS[key].validate(OPTIONS[key].default)
+
+
+# -- psycopg pool gauges -------------------------------------------------------------------------
+
+
+def test_pool_gauges_from_a_real_native_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import django
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    from resee_perf import _request_metrics
+
+    if django.VERSION < (5, 1):
+        pytest.skip("Django's native pool needs 5.1+")
+    settings_dict = {
+        **connections["default"].settings_dict,
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 2}},
+    }
+    pooled = DatabaseWrapper(settings_dict, alias="pooled")
+    # The pool is keyed by alias; this alias is not in DATABASES, so look it up here.
+    monkeypatch.setattr(_request_metrics, "connections", {"pooled": pooled})
+    monkeypatch.setattr(_request_metrics, "_next_pool_report", 0.0)
+    try:
+        pooled.ensure_connection()  # one connection out of the pool, held
+        _request_metrics.report_pools({"pooled": 1})
+        assert value("resee_perf_db_pool_connections", alias="pooled", state="in_use") == 1
+        assert value("resee_perf_db_pool_connections", alias="pooled", state="size") >= 1
+        assert value("resee_perf_db_pool_connections", alias="pooled", state="waiting") == 0
+    finally:
+        pooled.close()
+        pooled.close_pool()
