@@ -312,6 +312,9 @@ def test_pool_gauges_from_a_real_native_pool(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(_request_metrics, "connections", {"pooled": pooled})
     monkeypatch.setattr(_request_metrics, "_next_pool_report", 0.0)
     try:
+        # Its first connection ready: a request that finds the pool still opening it makes
+        # the pool grow, and pool_size counts connections being opened.
+        pooled.pool.open(wait=True, timeout=10)
         pooled.ensure_connection()  # one connection out of the pool, held
         _request_metrics.report_pools({"pooled": 1})
         assert value("resee_perf_db_pool_connections", alias="pooled", state="in_use") == 1
