@@ -9,6 +9,8 @@ newcomer needs no service. Environment:
 - ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
   (the fault suite, tests/faults/, shortens timers this way).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
+- ``RESEE_METRICS_TOKEN``: optional; a bearer token that may read ``/metrics`` from anywhere
+  (loopback may without). ``RESEE_METRICS_ENABLED=0`` stops recording metrics.
 - ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
   ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
   (comma-separated).
@@ -64,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its latency covers the other middleware (docs/observability.md).
+    "resee_perf.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -179,6 +183,12 @@ RESEE_PERF: dict[str, object] = {
     # function directly, to measure the same build with caching off and on.
     "CACHE_ENABLED": _env_bool("RESEE_CACHE_ENABLED", default=True),
 }
+# /metrics (resee_perf.urls) answers loopback, and any address with this bearer token.
+if _metrics_token := os.environ.get("RESEE_METRICS_TOKEN"):
+    RESEE_PERF["METRICS_TOKEN"] = _metrics_token
+# RESEE_METRICS_ENABLED=0 stops recording metrics, for the overhead benchmark.
+if os.environ.get("RESEE_METRICS_ENABLED"):
+    RESEE_PERF["METRICS_ENABLED"] = _env_bool("RESEE_METRICS_ENABLED", default=True)
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes
 # (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.

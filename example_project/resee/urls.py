@@ -8,6 +8,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/", include("review.urls")),
     path("api/", include("analytics.urls")),
     path("api-auth/", include("rest_framework.urls")),
+    # GET /metrics, for Prometheus (docs/observability.md).
+    path("", include("resee_perf.urls")),
 ]
 
 # The test settings leave the admin out.

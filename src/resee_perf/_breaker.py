@@ -28,6 +28,8 @@ class CircuitBreaker:
         self._failures = 0
         # monotonic time until which calls skip the cache; None while the breaker is closed.
         self._open_until: float | None = None
+        # The gauge exists (at 0) from the first use of the cache, not only after an outage.
+        metrics.report_breaker(alias, is_open=False)
 
     @property
     def is_open(self) -> bool:

@@ -11,6 +11,8 @@ from typing import Any
 
 from resee_perf._validators import (
     boolean,
+    cidr_list,
+    increasing_numbers,
     non_empty_str,
     non_negative_number,
     optional,
@@ -240,6 +242,36 @@ OPTIONS: dict[str, Option] = {
             "replica's `statement_timeout`, which ends slow queries on a live server first. "
             "`None`: no bound (`resee_perf.W025` warns with persistent connections). See "
             "[routing](../routing.md#a-query-on-an-open-connection-to-a-hung-replica)."
+        ),
+    ),
+    # The exporter (resee_perf.urls) and the request metrics (docs/observability.md).
+    "METRICS_ALLOWED_NETWORKS": Option(
+        default=["127.0.0.0/8", "::1/128"],
+        validate=cidr_list,
+        expected="a list of networks in CIDR notation, such as '10.0.0.0/8'",
+        doc=(
+            "Client addresses (`REMOTE_ADDR`) that may read `/metrics` without a token. "
+            "Default: loopback only. Behind a proxy, REMOTE_ADDR is the proxy's address."
+        ),
+    ),
+    "METRICS_TOKEN": Option(
+        default=None,
+        validate=optional(non_empty_str),
+        expected="a non-empty string or None",
+        doc=(
+            "A bearer token that lets any address read `/metrics` "
+            "(`Authorization: Bearer <token>`, Prometheus' `authorization` scrape setting). "
+            "A request that presents a wrong token is refused even from an allowed network."
+        ),
+    ),
+    "METRICS_LATENCY_BUCKETS": Option(
+        default=[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        validate=increasing_numbers,
+        expected="a non-empty list of increasing positive numbers of seconds",
+        doc=(
+            "Buckets of the request latency histogram "
+            "(`resee_perf_http_request_duration_seconds`), read once per process at the first "
+            "request. Every bucket is a series per route and method: keep the list short."
         ),
     ),
 }

@@ -3,6 +3,8 @@ deployment setting (``_deployment``), which would otherwise import each other.""
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -50,3 +52,23 @@ def optional(validate: Callable[[Any], bool]) -> Callable[[Any], bool]:
         return value is None or validate(value)
 
     return check
+
+
+def cidr_list(value: Any) -> bool:
+    if not isinstance(value, list | tuple):
+        return False
+    for item in value:
+        try:
+            ipaddress.ip_network(item)
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+def increasing_numbers(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(positive_number(item) for item in value)
+        and all(a < b for a, b in itertools.pairwise(value))
+    )

@@ -13,3 +13,12 @@ class ReseePerfConfig(AppConfig):
         from resee_perf import checks
 
         checks.register()
+
+        # Connections opened per alias (resee_perf_db_connections_opened_total).
+        from django.db.backends.signals import connection_created
+
+        from resee_perf import _request_metrics
+
+        connection_created.connect(
+            _request_metrics.connection_created, dispatch_uid="resee_perf.connection_created"
+        )

@@ -62,6 +62,9 @@ class Snapshot:
     INVALIDATION_RETRY_SECONDS: float
     KEY_PREFIX: str
     METRICS_ENABLED: bool
+    METRICS_ALLOWED_NETWORKS: tuple[str, ...]
+    METRICS_TOKEN: str | None
+    METRICS_LATENCY_BUCKETS: tuple[float, ...]
     REPLICAS: tuple[str, ...]
     REPLICA_CHECK_INTERVAL: float
     REPLICA_CHECK_TIMEOUT: float
@@ -99,6 +102,10 @@ def _build_snapshot() -> Snapshot:
             "REPLICA_MAX_LAG_SECONDS": float(values["REPLICA_MAX_LAG_SECONDS"]),
             "REPLICA_RETRY_SECONDS": float(values["REPLICA_RETRY_SECONDS"]),
             "STICKY_SECONDS": float(values["STICKY_SECONDS"]),
+            "METRICS_ALLOWED_NETWORKS": tuple(values["METRICS_ALLOWED_NETWORKS"]),
+            "METRICS_LATENCY_BUCKETS": tuple(
+                float(bucket) for bucket in values["METRICS_LATENCY_BUCKETS"]
+            ),
             "REPLICA_QUERY_TIMEOUT": (
                 None
                 if values["REPLICA_QUERY_TIMEOUT"] is None
@@ -277,6 +284,18 @@ class Settings:
     @property
     def REPLICA_QUERY_TIMEOUT(self) -> float | None:
         return snapshot().REPLICA_QUERY_TIMEOUT
+
+    @property
+    def METRICS_ALLOWED_NETWORKS(self) -> list[str]:
+        return list(snapshot().METRICS_ALLOWED_NETWORKS)
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        return snapshot().METRICS_TOKEN
+
+    @property
+    def METRICS_LATENCY_BUCKETS(self) -> list[float]:
+        return list(snapshot().METRICS_LATENCY_BUCKETS)
 
 
 def invalid_message(name: str, value: Any) -> str:

@@ -3,9 +3,9 @@
 The cache, the invalidation and the router never touch prometheus-client themselves: they call
 the ``report_*`` functions below, which are the one place where "what happened" becomes a
 number. prometheus-client is an optional extra (``resee-perf[prometheus]``); without it, or
-with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op. The switch is read
-from :func:`resee_perf.conf.snapshot` (one call and an attribute, not a validation of the
-settings dict), since ``report_cache`` and ``report_route`` run on every hit and routed query.
+with ``RESEE_PERF['METRICS_ENABLED'] = False``, every report is a no-op. With opentelemetry-api
+installed (``resee-perf[otel]``), every metric is mirrored to an OpenTelemetry instrument of the
+same name on the global MeterProvider; prometheus-client stays the multiprocess-safe default.
 
 Names follow the Prometheus conventions (``resee_perf_`` prefix, ``_total`` for counters,
 base units); docs/metrics.md lists them and a test keeps the two in step.
@@ -14,7 +14,7 @@ base units); docs/metrics.md lists them and a test keeps the two in step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from resee_perf.conf import snapshot
 
@@ -66,32 +66,131 @@ try:
 except ImportError:  # pragma: no cover - exercised by scripts/check_wheel.sh (core only)
     _PROMETHEUS = False
 
+try:
+    from opentelemetry import metrics as _otel_metrics
+
+    _OTEL = True
+except ImportError:  # pragma: no cover - the otel extra is optional
+    _OTEL = False
+
 # name -> documentation; docs/metrics.md is checked against it.
 DEFINED: dict[str, str] = {}
+
+
+class _OtelChild:
+    """One labelled child of a metric, recorded by prometheus-client and OpenTelemetry alike."""
+
+    __slots__ = ("_attributes", "_instrument", "_prometheus")
+
+    def __init__(self, prometheus: Any, instrument: Any, attributes: dict[str, str]) -> None:
+        self._prometheus = prometheus
+        self._instrument = instrument
+        self._attributes = attributes
+
+    def labels(self, *labelvalues: str) -> _OtelChild:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        self._prometheus.inc(amount)
+        if hasattr(self._instrument, "add"):
+            self._instrument.add(amount, self._attributes)
+
+    def dec(self, amount: float = 1) -> None:
+        # Our gauges are only ever set; an OTel synchronous gauge has no decrement.
+        self._prometheus.dec(amount)
+
+    def set(self, value: float) -> None:
+        self._prometheus.set(value)
+        self._instrument.set(value, self._attributes)
+
+    def observe(self, amount: float) -> None:
+        self._prometheus.observe(amount)
+        self._instrument.record(amount, self._attributes)
+
+
+class _WithOtel:
+    """A metric mirrored to an OpenTelemetry instrument of the same name. The instrument comes
+    from the global MeterProvider: until an application configures one, it is the API's proxy,
+    which drops the measurement (and forwards them once a provider is set)."""
+
+    def __init__(self, prometheus: Any, instrument: Any, labelnames: Sequence[str]) -> None:
+        self._prometheus = prometheus
+        self._instrument = instrument
+        self._labelnames = tuple(labelnames)
+
+    def labels(self, *labelvalues: str) -> _OtelChild:
+        return _OtelChild(
+            self._prometheus.labels(*labelvalues),
+            self._instrument,
+            dict(zip(self._labelnames, labelvalues, strict=True)),
+        )
+
+
+def _otel_instrument(
+    kind: str, name: str, documentation: str, buckets: Sequence[float] = ()
+) -> Any:
+    meter = _otel_metrics.get_meter("resee_perf")
+    unit = "s" if name.endswith("_seconds") else "1"
+    if kind == "counter":
+        return meter.create_counter(name, unit=unit, description=documentation)
+    if kind == "histogram":
+        return meter.create_histogram(
+            name,
+            unit=unit,
+            description=documentation,
+            explicit_bucket_boundaries_advisory=list(buckets),
+        )
+    return meter.create_gauge(name, unit=unit, description=documentation)
+
+
+def _mirrored(
+    prometheus: Any,
+    kind: str,
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    buckets: Sequence[float] = (),
+) -> Any:
+    if not _OTEL:
+        return prometheus
+    instrument = _otel_instrument(kind, name, documentation, buckets)
+    return _WithOtel(prometheus, instrument, labelnames)
 
 
 def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> _Counter:
     # prometheus-client exposes a counter as <name>_total.
     DEFINED[f"{name}_total"] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Counter(name, documentation, labelnames)
+    metric = Counter(name, documentation, labelnames) if _PROMETHEUS else _Noop()
+    return _mirrored(metric, "counter", name, documentation, labelnames)  # type: ignore[no-any-return]
 
 
 def _histogram(
     name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
 ) -> _Histogram:
     DEFINED[name] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Histogram(name, documentation, labelnames, buckets=buckets)
+    metric = Histogram(name, documentation, labelnames, buckets=buckets) if _PROMETHEUS else _Noop()
+    return _mirrored(metric, "histogram", name, documentation, labelnames, buckets)  # type: ignore[no-any-return]
 
 
-def _gauge(name: str, documentation: str, labelnames: Sequence[str]) -> _Gauge:
+_MultiprocessMode = Literal["all", "livemax", "livemin", "livesum"]
+
+
+def _gauge(
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    multiprocess_mode: _MultiprocessMode = "all",
+) -> _Gauge:
+    # multiprocess_mode: how the exporter merges the gauge of each gunicorn worker under
+    # PROMETHEUS_MULTIPROC_DIR ("all" keeps one series per pid); the live* modes forget a
+    # worker once resee_perf.gunicorn.child_exit has marked it dead.
     DEFINED[name] = documentation
-    if not _PROMETHEUS:
-        return _Noop()
-    return Gauge(name, documentation, labelnames)
+    metric = (
+        Gauge(name, documentation, labelnames, multiprocess_mode=multiprocess_mode)
+        if _PROMETHEUS
+        else _Noop()
+    )
+    return _mirrored(metric, "gauge", name, documentation, labelnames)  # type: ignore[no-any-return]
 
 
 # Process-wide by design: prometheus-client registers each metric once per process in its
@@ -134,6 +233,7 @@ CACHE_BREAKER_OPEN = _gauge(
     "1 while the circuit breaker of a cache alias is open (cache_aside calls functions "
     "directly), else 0.",
     ["cache"],
+    "livemax",
 )
 INVALIDATIONS = _counter(
     "resee_perf_invalidations",
@@ -170,12 +270,14 @@ REPLICA_UP = _gauge(
     "resee_perf_replica_up",
     "1 while a replica is reachable and in recovery at its last check, else 0.",
     ["alias"],
+    "livemin",
 )
 REPLICA_LAG_SECONDS = _gauge(
     "resee_perf_replica_lag_seconds",
     "How far a replica's data is behind the primary's at its last check (0 when it has "
     "replayed the primary's last known position).",
     ["alias"],
+    "livemax",
 )
 
 
@@ -184,12 +286,21 @@ REPLICA_LAG_SECONDS = _gauge(
 _cache_request_children: dict[tuple[str, str], _Counter] = {}
 
 
+# Every result a cache_aside call can have: the first call of a function creates all of them at
+# 0, so that a ratio (hits over calls, errors over calls) exists before the first error.
+CACHE_RESULTS = ("hit", "stale", "early", "wait", "miss", "bypass", "error")
+
+
 def report_cache(name: str, result: str) -> None:
     if snapshot().METRICS_ENABLED:
         child = _cache_request_children.get((name, result))
         if child is None:
-            child = CACHE_REQUESTS.labels(name, result)
-            _cache_request_children[(name, result)] = child
+            for each in (*CACHE_RESULTS, result):
+                _cache_request_children.setdefault((name, each), CACHE_REQUESTS.labels(name, each))
+            # The function's histograms too: a lock-wait rate is 0 before the first stampede.
+            CACHE_RECOMPUTE_SECONDS.labels(name)
+            CACHE_LOCK_WAIT_SECONDS.labels(name)
+            child = _cache_request_children[(name, result)]
         child.inc()
 
 
@@ -220,6 +331,8 @@ def report_breaker(cache: str, *, is_open: bool) -> None:
 
 def report_invalidation(cache: str, result: str, tags: int) -> None:
     if snapshot().METRICS_ENABLED:
+        # Both results exist from the first invalidation on, so an error rate is 0, not absent.
+        INVALIDATIONS.labels(cache, "ok" if result == "error" else "error").inc(0)
         INVALIDATIONS.labels(cache, result).inc(tags)
 
 
@@ -286,3 +399,104 @@ REPLICA_QUERY_TIMEOUTS = _counter(
 def report_replica_query_timeout(alias: str) -> None:
     if snapshot().METRICS_ENABLED:
         REPLICA_QUERY_TIMEOUTS.labels(alias).inc()
+
+
+# -- HTTP and database RED metrics (resee_perf.middleware.MetricsMiddleware) -------------------
+# Labels are bounded by the code, never by the traffic: the route is the URL pattern
+# ("api/contents/<int:pk>/"), the method one of a fixed set, the status a class ("2xx").
+
+HTTP_REQUESTS = _counter(
+    "resee_perf_http_requests",
+    "HTTP requests answered, by URL pattern (route), method and status class.",
+    ["route", "method", "status"],
+)
+_HTTP_DURATION_NAME = "resee_perf_http_request_duration_seconds"
+_HTTP_DURATION_DOC = "Time from the request entering MetricsMiddleware to its response, by route."
+DEFINED[_HTTP_DURATION_NAME] = _HTTP_DURATION_DOC
+_QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
+DB_REQUEST_QUERIES = _histogram(
+    "resee_perf_db_request_queries",
+    "Queries one request sent to a database alias (requests that sent none are not observed).",
+    ["alias"],
+    _QUERY_COUNT_BUCKETS,
+)
+DB_REQUEST_QUERY_SECONDS = _histogram(
+    "resee_perf_db_request_query_seconds",
+    "Time one request spent in queries on a database alias.",
+    ["alias"],
+    _LATENCY_BUCKETS,
+)
+DB_CONNECTIONS_OPENED = _counter(
+    "resee_perf_db_connections_opened",
+    "Database connections opened by Django (the connection_created signal), by alias.",
+    ["alias"],
+)
+DB_POOL_CONNECTIONS = _gauge(
+    "resee_perf_db_pool_connections",
+    "Connections of the psycopg native pools (Django 5.1+ OPTIONS['pool']) summed over live "
+    "processes, by alias and state (size, in_use, waiting: requests waiting for one).",
+    ["alias", "state"],
+    "livesum",
+)
+
+# The histogram's buckets come from a setting (METRICS_LATENCY_BUCKETS), which must not be
+# read at import time: created at the first request, then process-wide like every metric.
+_http_duration: _Histogram | None = None
+_http_children: dict[tuple[str, str, str], tuple[_Counter, _Histogram]] = {}
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _http_duration_histogram() -> _Histogram:
+    global _http_duration
+    if _http_duration is None:
+        buckets = snapshot().METRICS_LATENCY_BUCKETS
+        metric: Any = (
+            Histogram(_HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets=buckets)
+            if _PROMETHEUS
+            else _Noop()
+        )
+        _http_duration = _mirrored(
+            metric,
+            "histogram",
+            _HTTP_DURATION_NAME,
+            _HTTP_DURATION_DOC,
+            ["route", "method"],
+            buckets,
+        )
+    return _http_duration
+
+
+def report_http(route: str, method: str, status: int, seconds: float) -> None:
+    if not snapshot().METRICS_ENABLED:
+        return
+    status_class = f"{min(max(status // 100, 1), 5)}xx"
+    children = _http_children.get((route, method, status_class))
+    if children is None:
+        duration = _http_duration_histogram().labels(route, method)
+        # Every status class of a route exists from its first request on, so that an error
+        # ratio is 0 rather than absent before the first 5xx (and its alert can be evaluated).
+        for each in STATUS_CLASSES:
+            counter = HTTP_REQUESTS.labels(route, method, each)
+            _http_children.setdefault((route, method, each), (counter, duration))
+        children = _http_children[(route, method, status_class)]
+    counter, duration = children
+    counter.inc()
+    duration.observe(seconds)
+
+
+def report_request_queries(alias: str, queries: int, seconds: float) -> None:
+    if snapshot().METRICS_ENABLED:
+        DB_REQUEST_QUERIES.labels(alias).observe(queries)
+        DB_REQUEST_QUERY_SECONDS.labels(alias).observe(seconds)
+
+
+def report_connection_opened(alias: str) -> None:
+    if snapshot().METRICS_ENABLED:
+        DB_CONNECTIONS_OPENED.labels(alias).inc()
+
+
+def report_pool(alias: str, *, size: int, in_use: int, waiting: int) -> None:
+    if snapshot().METRICS_ENABLED:
+        DB_POOL_CONNECTIONS.labels(alias, "size").set(size)
+        DB_POOL_CONNECTIONS.labels(alias, "in_use").set(in_use)
+        DB_POOL_CONNECTIONS.labels(alias, "waiting").set(waiting)

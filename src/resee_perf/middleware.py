@@ -20,9 +20,11 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
-from resee_perf import _replicas
+from resee_perf import _replicas, _request_metrics
 from resee_perf.conf import conf
 from resee_perf.routers import PRIMARY, WritePosition, routing_scope
+
+__all__ = ["MetricsMiddleware", "StickyReadsMiddleware"]
 
 _SALT = "resee_perf.middleware.StickyReadsMiddleware"
 # A genuine cookie is about 90 characters; anything much longer is not ours.
@@ -116,4 +118,50 @@ class StickyReadsMiddleware:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             if scope.wrote:
                 await sync_to_async(self.remember_write)(request, response)
+        return response
+
+
+class MetricsMiddleware:
+    """HTTP and database RED metrics of each request (docs/observability.md): requests and
+    latency by route, method and status class; queries and query time per database alias.
+
+    Put it first in ``MIDDLEWARE``, so that its time covers the other middleware too."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        measure = _request_metrics.start()
+        if measure is None:
+            return self.get_response(request)
+        try:
+            response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
+        except BaseException:
+            measure.abandon()
+            raise
+        measure.finish(request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        measure = _request_metrics.start()
+        if measure is None:
+            return await self.get_response(request)  # type: ignore[no-any-return,misc]
+        try:
+            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+        except BaseException:
+            measure.abandon()
+            raise
+        measure.finish(request, response)
         return response

@@ -50,8 +50,12 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``W035`` (``--deploy``) ``CONN_MAX_AGE`` without ``CONN_HEALTH_CHECKS``; ``W036``
   (``--deploy``) a server that could not be asked for its limits.
 
-Ranges taken by features still to come: monitoring E050-E059 / W050-W059 (``monitoring.py``),
-profiling E060-E069 / W060-W069 (``profiling.py``).
+``monitoring`` -- the metrics exporter (E050-E059 / W050-W059):
+
+- ``E050`` ``PROMETHEUS_MULTIPROC_DIR`` is not a writable directory.
+- ``W050`` running under gunicorn with metrics on but no ``PROMETHEUS_MULTIPROC_DIR``.
+
+Ranges taken by features still to come: profiling E060-E069 / W060-W069 (``profiling.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from resee_perf.checks.invalidation import (
     check_invalidation_caches,
     check_invalidation_caches_deploy,
 )
+from resee_perf.checks.monitoring import check_metrics
 from resee_perf.checks.routing import check_replica_query_timeout, check_router
 from resee_perf.checks.settings import check_settings
 
@@ -81,6 +86,7 @@ __all__ = [
     "check_database_on_delete",
     "check_invalidation_caches",
     "check_invalidation_caches_deploy",
+    "check_metrics",
     "check_replica_query_timeout",
     "check_router",
     "check_settings",
@@ -105,6 +111,8 @@ def register() -> None:
     # routing
     checks.register(check_router)
     checks.register(check_replica_query_timeout)
+    # monitoring
+    checks.register(check_metrics)
     # connections
     checks.register(check_connections)
     checks.register(check_connection_budget, deploy=True)
