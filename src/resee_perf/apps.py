@@ -21,3 +21,4 @@ class ReseePerfConfig(AppConfig):
         checks.register(
             resee_checks.check_invalidation_caches_deploy, checks.Tags.caches, deploy=True
         )
+        checks.register(resee_checks.check_profiling_deploy, deploy=True)

@@ -59,6 +59,7 @@ from django.template.response import SimpleTemplateResponse
 
 from resee_perf import _pending, _replicas, _write_positions, metrics
 from resee_perf._breaker import reset_breakers
+from resee_perf._query_profile import add_cache_time
 from resee_perf._store import (
     TOMBSTONE,
     Store,
@@ -719,6 +720,7 @@ class _CacheAside:
     def _read(self, call: _Call, *, report: bool = True) -> _Entry | None:
         before = time.monotonic()
         raw, generations = call.store.read(call.key, call.tag_keys)
+        add_cache_time(time.monotonic() - before)  # Server-Timing "cache" (profiling.py)
         call.seen = raw
         call.seen_at = before
         try:

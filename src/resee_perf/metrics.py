@@ -253,3 +253,30 @@ def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
         REPLICA_UP.labels(alias).set(1 if up else 0)
         if lag is not None:
             REPLICA_LAG_SECONDS.labels(alias).set(lag)
+
+
+# -- Query profiling (resee_perf.profiling, QueryProfileMiddleware) ----------------------------
+# The route label is the URL pattern (``api/review/today/``), never the path: bounded by the
+# project's URLconf.
+
+NPLUSONE = _counter(
+    "resee_perf_nplusone",
+    "Profiled requests in which a read ran NPLUSONE_THRESHOLD times or more from one call site "
+    "(one per request and shape), by route.",
+    ["route"],
+)
+SLOW_QUERIES = _counter(
+    "resee_perf_slow_queries",
+    "Profiled queries that took SLOW_QUERY_MS or longer, by route.",
+    ["route"],
+)
+
+
+def report_nplusone(route: str) -> None:
+    if conf.METRICS_ENABLED:
+        NPLUSONE.labels(route).inc()
+
+
+def report_slow_query(route: str) -> None:
+    if conf.METRICS_ENABLED:
+        SLOW_QUERIES.labels(route).inc()
