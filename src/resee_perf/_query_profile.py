@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -183,11 +184,14 @@ def _record(
 # pushed even if ours was added meanwhile.
 
 _installed = False
+# Threads whose existing connections have been wrapped: after that, connection_created covers
+# the connections they make. Checked on every request, so a thread-local flag, not a scan.
+_scanned = threading.local()
 
 
 def install() -> None:
     """Put the wrapper on the connections of this thread now, and on every connection any
-    thread opens or reuses for a request from now on. Idempotent."""
+    thread opens, or had open before its first request, from now on. Idempotent."""
     global _installed
     if not _installed:
         connection_created.connect(_on_connection_created, dispatch_uid=__name__)
@@ -195,10 +199,11 @@ def install() -> None:
         # connections that thread opened before install() (a test's database connection).
         request_started.connect(_on_request_started, dispatch_uid=__name__)
         _installed = True
-    wrap_connections()
+        wrap_connections()
 
 
 def wrap_connections() -> None:
+    _scanned.done = True
     for connection in connections.all(initialized_only=True):
         _wrap(connection)
 
@@ -213,4 +218,5 @@ def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwarg
 
 
 def _on_request_started(**kwargs: Any) -> None:
-    wrap_connections()
+    if not getattr(_scanned, "done", False):
+        wrap_connections()

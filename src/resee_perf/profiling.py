@@ -20,8 +20,9 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
+from django.core.signals import setting_changed
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
@@ -29,7 +30,7 @@ from django.utils.functional import LazyObject, empty
 from resee_perf import _query_profile, metrics
 from resee_perf._query_profile import QueryProfile, ShapeStats, SlowQuery
 from resee_perf._sql_shapes import is_explainable
-from resee_perf.conf import conf
+from resee_perf.conf import SETTING_NAME, conf
 
 __all__ = [
     "NPlusOneDetected",
@@ -94,6 +95,45 @@ def _raise_nplusone(profile: QueryProfile, stats: ShapeStats) -> None:
     raise NPlusOneDetected(stats, profile.threshold)
 
 
+class _Settings(NamedTuple):
+    sample_rate: float
+    threshold: int
+    raise_on_nplusone: bool
+    is_allowed: Callable[[ShapeStats], bool]
+    slow_seconds: float | None
+    server_timing: str
+
+
+# Read on every request, where seven lookups through conf (a settings access and a validation
+# each) were most of the middleware's own cost. Read once, dropped whenever Django reports a
+# change of RESEE_PERF (override_settings, pytest-django's `settings`), as cache.py does.
+_settings: _Settings | None = None
+
+
+def _current_settings() -> _Settings:
+    global _settings
+    if _settings is None:
+        slow_ms = conf.SLOW_QUERY_MS
+        _settings = _Settings(
+            sample_rate=conf.PROFILE_SAMPLE_RATE,
+            threshold=conf.NPLUSONE_THRESHOLD,
+            raise_on_nplusone=conf.NPLUSONE_RAISE,
+            is_allowed=_allow_list(),
+            slow_seconds=None if slow_ms is None else slow_ms / 1000,
+            server_timing=conf.SERVER_TIMING,
+        )
+    return _settings
+
+
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    global _settings
+    if setting == SETTING_NAME:
+        _settings = None
+
+
+setting_changed.connect(_forget_settings)
+
+
 def new_profile(
     *,
     raise_on_nplusone: bool,
@@ -102,14 +142,15 @@ def new_profile(
 ) -> QueryProfile:
     """A profile under the current one (if any), with the thresholds of the settings."""
     _query_profile.install()
-    slow_ms = conf.SLOW_QUERY_MS if slow else None
+    settings = _current_settings()
+    slow_seconds = settings.slow_seconds if slow else None
     return QueryProfile(
-        threshold=conf.NPLUSONE_THRESHOLD,
+        threshold=settings.threshold,
         max_shapes=MAX_SHAPES,
-        is_allowed=_allow_list(),
+        is_allowed=settings.is_allowed,
         on_nplusone=_raise_nplusone if raise_on_nplusone else None,
-        slow_seconds=None if slow_ms is None else slow_ms / 1000,
-        on_slow=_report_slow if slow_ms is not None else None,
+        slow_seconds=slow_seconds,
+        on_slow=_report_slow if slow_seconds is not None else None,
         parent=_query_profile.current.get(),
         context=context or {},
     )
@@ -189,11 +230,12 @@ def _summary(profile: QueryProfile) -> str:
 
 def start_request(request: HttpRequest) -> QueryProfile | None:
     """A profile for ``request``, or None if it is not in the sample."""
-    rate = conf.PROFILE_SAMPLE_RATE
+    settings = _current_settings()
+    rate = settings.sample_rate
     if rate < 1 and random.random() >= rate:
         return None
     return new_profile(
-        raise_on_nplusone=conf.NPLUSONE_RAISE, slow=True, context={"request": request}
+        raise_on_nplusone=settings.raise_on_nplusone, slow=True, context={"request": request}
     )
 
 
@@ -276,7 +318,7 @@ _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def shows_timing(request: HttpRequest) -> bool:
-    mode = conf.SERVER_TIMING
+    mode = _current_settings().server_timing
     if mode == "all":
         return True
     if mode == "off":
