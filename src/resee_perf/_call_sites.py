@@ -36,9 +36,13 @@ def _library_prefixes() -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-# Process-wide by design, like the code objects they describe: code object -> short name of
-# its file, or None for a library frame. Bounded by the code the process has loaded.
-_names: dict[CodeType, str | None] = {}
+# Process-wide by design, like the code objects they describe: id of a code object -> the code
+# object (kept, so that its id is not reused) and the short name of its file, or None for a
+# library frame. Keyed by id: hashing a code object hashes its constants, several times the
+# cost of the lookup. Bounded by the code the process has loaded (and _MAX_NAMES, for code
+# made at run time).
+_names: dict[int, tuple[CodeType, str | None]] = {}
+_MAX_NAMES = 100_000
 _prefixes: tuple[str, ...] | None = None
 
 
@@ -79,14 +83,13 @@ def call_site(frame: FrameType | None = None, task: Any = None) -> str:
     ``thread_handler``; the line that awaited it is in the task's chain of coroutines."""
     if frame is None:
         frame = sys._getframe(2)
-    names = _names
     handler = _thread_handler_code()
+    names = _names
     while frame is not None:
         code = frame.f_code
-        try:
-            name = names[code]
-        except KeyError:
-            name = names[code] = _describe(code)
+        # _name() inlined: this loop runs over every frame of every profiled query.
+        known = names.get(id(code))
+        name = known[1] if known is not None else _name(code)
         if name is not None:
             return f"{name}:{frame.f_lineno}"
         if code is handler and task is not None:
@@ -95,6 +98,17 @@ def call_site(frame: FrameType | None = None, task: Any = None) -> str:
                 return site
         frame = frame.f_back
     return UNKNOWN
+
+
+def _name(code: CodeType) -> str | None:
+    known = _names.get(id(code))
+    if known is not None:
+        return known[1]
+    if len(_names) >= _MAX_NAMES:
+        _names.clear()
+    name = _describe(code)
+    _names[id(code)] = (code, name)
+    return name
 
 
 _handler_code: CodeType | None = None
@@ -120,9 +134,7 @@ def _awaiting_site(task: Any) -> str | None:
             break
         frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
         if frame is not None:
-            name = _names.get(frame.f_code) or _names.setdefault(
-                frame.f_code, _describe(frame.f_code)
-            )
+            name = _name(frame.f_code)
             if name is not None:
                 site = f"{name}:{frame.f_lineno}"
         coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
