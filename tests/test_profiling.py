@@ -531,3 +531,26 @@ def test_bad_profiling_settings_are_e002(settings: Any, key: str, value: Any) ->
     [error] = check_settings()
     assert error.id == "resee_perf.E002"
     assert key in error.msg
+
+
+def test_the_walk_stops_at_the_profiling_middleware() -> None:
+    """A query with no application frame below the middleware (the session and user that
+    Django's middleware loads) gets no call site, not the line of the server above it."""
+    import django
+
+    from resee_perf import _call_sites
+
+    # Library code (compiled under Django's directory): a middleware that runs a query.
+    library: dict[str, Any] = {"call_site": call_site, "sys": sys}
+    source = "def middleware():\n    return call_site(sys._getframe())\n"
+    exec(compile(source, str(Path(django.__file__).parent / "x.py"), "exec"), library)
+
+    def server() -> str:  # stands for gunicorn, above the middleware
+        return str(library["middleware"]())  # the server line
+
+    assert server() == f"tests/test_profiling.py:{line_of(Path(__file__), '# the server line')}"
+    _call_sites.stop_at(library["middleware"])
+    try:
+        assert server() == "<unknown>"
+    finally:
+        _call_sites._boundaries.discard(id(library["middleware"].__code__))

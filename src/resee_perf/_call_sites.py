@@ -92,6 +92,8 @@ def call_site(frame: FrameType | None = None, task: Any = None) -> str:
         name = known[1] if known is not None else _name(code)
         if name is not None:
             return f"{name}:{frame.f_lineno}"
+        if id(code) in _boundaries:
+            break  # the server's frames, above the profiling middleware: never the app's
         if code is handler and task is not None:
             site = _awaiting_site(task)
             if site is not None:
@@ -109,6 +111,16 @@ def _name(code: CodeType) -> str | None:
     name = _describe(code)
     _names[id(code)] = (code, name)
     return name
+
+
+# Ids of the code of QueryProfileMiddleware's __call__ and __acall__ (kept alive by their
+# class): a walk that reaches them found no application frame.
+_boundaries: set[int] = set()
+
+
+def stop_at(*functions: Any) -> None:
+    """Stop the walk of :func:`call_site` at these functions' frames."""
+    _boundaries.update(id(function.__code__) for function in functions)
 
 
 _handler_code: CodeType | None = None

@@ -21,7 +21,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
-from resee_perf import _replicas, profiling
+from resee_perf import _call_sites, _replicas, profiling
 from resee_perf.conf import conf
 from resee_perf.routers import PRIMARY, WritePosition, routing_scope
 
@@ -168,3 +168,8 @@ class QueryProfileMiddleware:
             profiling.finish_request(profile, request)
         profiling.add_server_timing(profile, request, response)
         return response
+
+
+# A query the middleware chain runs without any application frame (the session and the user,
+# loaded by Django's middleware) gets no call site rather than the WSGI server's line.
+_call_sites.stop_at(QueryProfileMiddleware.__call__, QueryProfileMiddleware.__acall__)
