@@ -186,10 +186,13 @@ def test_interleaved_requests_are_attributed_to_their_own_route(
             thread.join()
         assert errors == []
         assert len(results) == 96
-        # Each response counts its own queries: none of another request's.
+        # Each response counts its own queries: none of another request's (the real endpoint
+        # may miss the cache, one query more, if its entry went meanwhile; the naive one runs
+        # 2 x SCHEDULES more than that).
+        allowed = {NAIVE: {alone[NAIVE]}, CLEAN: {alone[CLEAN], alone[CLEAN] + 1}}
         for path, status, timing in results:
             assert status == 200
-            assert queries_in(timing) == alone[path], (path, timing)
+            assert queries_in(timing) in allowed[path], (path, timing)
     naive_requests = 1 + sum(1 for path, _, _ in results if path == NAIVE)
     reports = [m.groups() for line in log.read_text().splitlines() if (m := REPORT.search(line))]
     # Two N+1s per naive request (contents, then categories), each with one request's count.
