@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -559,3 +560,20 @@ def test_the_walk_stops_at_the_profiling_middleware() -> None:
         assert server() == "<unknown>"
     finally:
         _call_sites._boundaries.discard(id(library["middleware"].__code__))
+
+
+def test_the_pytest_plugin_loads_in_a_project_without_django_settings(tmp_path: Path) -> None:
+    """The pytest11 entry point loads the plugin in every pytest run of every project that
+    installs resee-perf: it must import, and run a test, with no Django configured."""
+    (tmp_path / "test_plain.py").write_text("def test_plain():\n    assert True\n")
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:django", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "1 passed" in result.stdout, result.stdout + result.stderr

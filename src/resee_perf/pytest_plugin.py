@@ -2,8 +2,10 @@
 of resee-perf (so it is there in every project that installs resee-perf; ``-p
 no:resee_perf`` turns it off).
 
-Loading it is harmless: it defines one fixture that no test uses unless it asks for it, no
-hook, and imports neither Django nor resee-perf's modules until that fixture runs.
+Loading it is harmless: it defines one fixture that no test uses unless it asks for it and no
+hook. Importing it runs ``resee_perf/__init__.py``, which imports Django's modules but reads no
+setting and configures nothing (tested without ``DJANGO_SETTINGS_MODULE``); the profiler
+itself is imported when the fixture runs.
 """
 
 from __future__ import annotations
