@@ -36,13 +36,30 @@ def _library_prefixes() -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-# Process-wide by design, like the code objects they describe: id of a code object -> the code
-# object (kept, so that its id is not reused) and the short name of its file, or None for a
-# library frame. Keyed by id: hashing a code object hashes its constants, several times the
-# cost of the lookup. Bounded by the code the process has loaded (and _MAX_NAMES, for code
-# made at run time).
-_names: dict[int, tuple[CodeType, str | None]] = {}
-_MAX_NAMES = 100_000
+class _Mark:
+    """What a frame is when it is neither the application's (a ``str``: its short file name)
+    nor a plain library frame (``None``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_BOUNDARY = _Mark("boundary")
+_HANDLER = _Mark("asgiref thread_handler")
+_UNSEEN = _Mark("unseen")
+
+# Process-wide by design, like the code objects they describe: id of a code object -> its
+# short file name (application code), None (a library's) or a _Mark. Keyed by id, with the code
+# objects kept in _codes so that no id is reused while it is a key: hashing a code object hashes
+# its constants, and this dict is read for every frame of every profiled query. Bounded by the
+# code the process has loaded (and _MAX_KINDS, for code made at run time).
+_kinds: dict[int, str | _Mark | None] = {}
+_codes: dict[int, CodeType] = {}
+_marks: dict[int, tuple[CodeType, _Mark]] = {}
+_MAX_KINDS = 100_000
 _prefixes: tuple[str, ...] | None = None
 
 
@@ -83,57 +100,64 @@ def call_site(frame: FrameType | None = None, task: Any = None) -> str:
     ``thread_handler``; the line that awaited it is in the task's chain of coroutines."""
     if frame is None:
         frame = sys._getframe(2)
-    handler = _thread_handler_code()
-    names = _names
+    get = _kinds.get
+    # The loop runs over every frame of every profiled query: one dict lookup per library frame.
     while frame is not None:
-        code = frame.f_code
-        # _name() inlined: this loop runs over every frame of every profiled query.
-        known = names.get(id(code))
-        name = known[1] if known is not None else _name(code)
-        if name is not None:
-            return f"{name}:{frame.f_lineno}"
-        if id(code) in _boundaries:
-            break  # the server's frames, above the profiling middleware: never the app's
-        if code is handler and task is not None:
-            site = _awaiting_site(task)
-            if site is not None:
-                return site
+        kind = get(id(frame.f_code), _UNSEEN)
+        if kind is _UNSEEN:
+            kind = _kind(frame.f_code)
+        if kind is not None:
+            if isinstance(kind, str):
+                return f"{kind}:{frame.f_lineno}"
+            if kind is _BOUNDARY:
+                break  # the server's frames, above the profiling middleware: never the app's
+            if task is not None:  # _HANDLER
+                site = _awaiting_site(task)
+                if site is not None:
+                    return site
         frame = frame.f_back
     return UNKNOWN
 
 
-def _name(code: CodeType) -> str | None:
-    known = _names.get(id(code))
-    if known is not None:
-        return known[1]
-    if len(_names) >= _MAX_NAMES:
-        _names.clear()
-    name = _describe(code)
-    _names[id(code)] = (code, name)
-    return name
+def _kind(code: CodeType) -> str | _Mark | None:
+    kind = _kinds.get(id(code), _UNSEEN)
+    if kind is not _UNSEEN:
+        return kind
+    if len(_kinds) >= _MAX_KINDS:
+        _forget()
+    kind = _describe(code)
+    _kinds[id(code)] = kind
+    _codes[id(code)] = code
+    return kind
 
 
-# Ids of the code of QueryProfileMiddleware's __call__ and __acall__ (kept alive by their
-# class): a walk that reaches them found no application frame.
-_boundaries: set[int] = set()
+def _forget() -> None:
+    _kinds.clear()
+    _codes.clear()
+    for code_id, (code, mark) in _marks.items():
+        _kinds[code_id] = mark
+        _codes[code_id] = code
+
+
+def _mark(code: CodeType, mark: _Mark) -> None:
+    _marks[id(code)] = (code, mark)
+    _kinds[id(code)] = mark
+    _codes[id(code)] = code
 
 
 def stop_at(*functions: Any) -> None:
-    """Stop the walk of :func:`call_site` at these functions' frames."""
-    _boundaries.update(id(function.__code__) for function in functions)
+    """Stop the walk of :func:`call_site` at these functions' frames (QueryProfileMiddleware's
+    ``__call__`` and ``__acall__``: a walk that reaches them found no application frame)."""
+    for function in functions:
+        _mark(function.__code__, _BOUNDARY)
 
 
-_handler_code: CodeType | None = None
+def _mark_thread_handler() -> None:
+    from asgiref.sync import SyncToAsync
 
-
-def _thread_handler_code() -> CodeType | None:
-    global _handler_code
-    if _handler_code is None:
-        from asgiref.sync import SyncToAsync
-
-        function = getattr(SyncToAsync, "thread_handler", None)
-        _handler_code = getattr(function, "__code__", None)
-    return _handler_code
+    code = getattr(getattr(SyncToAsync, "thread_handler", None), "__code__", None)
+    if isinstance(code, CodeType):
+        _mark(code, _HANDLER)
 
 
 def _awaiting_site(task: Any) -> str | None:
@@ -146,8 +170,11 @@ def _awaiting_site(task: Any) -> str | None:
             break
         frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
         if frame is not None:
-            name = _name(frame.f_code)
-            if name is not None:
-                site = f"{name}:{frame.f_lineno}"
+            kind = _kind(frame.f_code)
+            if isinstance(kind, str):
+                site = f"{kind}:{frame.f_lineno}"
         coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
     return site
+
+
+_mark_thread_handler()
