@@ -11,6 +11,9 @@ newcomer needs no service. Environment:
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
 - ``RESEE_METRICS_TOKEN``: optional; a bearer token that may read ``/metrics`` from anywhere
   (loopback may without). ``RESEE_METRICS_ENABLED=0`` stops recording metrics.
+- ``RESEE_PROFILE`` (default on): ``QueryProfileMiddleware``, query counts, N+1 and slow
+  queries in the log (docs/profiling.md); ``RESEE_DEMO_NAIVE`` (default off): the deliberately
+  naive ``/api/review/today/naive/`` that shows what the profiler reports.
 - ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
   ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
   (comma-separated).
@@ -144,6 +147,8 @@ LOGGING: dict[str, Any] = {
     },
     "loggers": {
         "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # N+1 and slow queries (docs/profiling.md): one line each, with route and call site.
+        "resee_perf.profiling": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
     },
 }
 
@@ -196,6 +201,15 @@ if "replica" in DATABASES:
     DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
     MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
     RESEE_PERF["REPLICAS"] = ["replica"]
+
+# Query profiling (docs/profiling.md), on by default: cheap enough to leave on. First, so that
+# its Server-Timing "app" covers the whole request. RESEE_PROFILE=0 measures the same build
+# without it.
+if _env_bool("RESEE_PROFILE", default=True):
+    MIDDLEWARE.insert(0, "resee_perf.middleware.QueryProfileMiddleware")
+# GET /api/review/today/naive/: today's reviews loaded the naive way (two lazy loads per
+# schedule), to see the profiler report an N+1. Off (a 404) unless asked for.
+RESEE_DEMO_NAIVE = _env_bool("RESEE_DEMO_NAIVE", default=False)
 
 # Last, so that it overrides the above: e.g. '{"STICKY_SECONDS": 2}'.
 if _resee_perf_json := os.environ.get("RESEE_PERF_JSON"):

@@ -3,8 +3,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Left
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from rest_framework import status
@@ -16,8 +19,8 @@ from rest_framework.views import APIView
 from resee.users import authenticated_user
 from resee_perf import cache_aside
 from review import ladder
-from review.models import CompletionKey, ReviewHistory
-from review.queries import due_schedules, schedules_with_content
+from review.models import CompletionKey, ReviewHistory, ReviewSchedule
+from review.queries import EXCERPT_LENGTH, due_schedules, schedules_with_content
 from review.serializers import CompleteReviewSerializer, ScheduleSerializer
 
 
@@ -42,6 +45,27 @@ class TodayView(APIView):
                 "results": ScheduleSerializer(schedules, many=True).data,
             }
         )
+
+
+class NaiveTodayView(APIView):
+    """Today's reviews the naive way, for the profiler's demo (docs/profiling.md): the same
+    rows and serializer as :class:`TodayView`, without ``select_related``, so each schedule
+    lazily loads its content and then its category: 1 + 2N queries. Uncached, and a 404
+    unless ``settings.RESEE_DEMO_NAIVE`` (env ``RESEE_DEMO_NAIVE=1``)."""
+
+    def get(self, request: Request) -> Response:
+        if not getattr(settings, "RESEE_DEMO_NAIVE", False):
+            raise Http404
+        today = timezone.localdate()
+        schedules = (
+            ReviewSchedule.objects.filter(
+                user=authenticated_user(request), is_active=True, next_review_date__lte=today
+            )
+            .annotate(excerpt=Left("content__body", EXCERPT_LENGTH))
+            .order_by("next_review_date", "id")
+        )
+        results = ScheduleSerializer(schedules, many=True).data  # the lazy loads: N+1
+        return Response({"date": today, "count": len(results), "results": results})
 
 
 class CompleteView(APIView):

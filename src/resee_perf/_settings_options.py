@@ -274,6 +274,71 @@ OPTIONS: dict[str, Option] = {
             "request. Every bucket is a series per route and method: keep the list short."
         ),
     ),
+    # Query profiling: QueryProfileMiddleware and the pytest helpers (docs/profiling.md).
+    "NPLUSONE_ALLOW": Option(
+        default=[],
+        validate=str_list,
+        expected="a list of patterns (fnmatch) of call sites or SQL shapes",
+        doc=(
+            "Known-acceptable N+1s: a repeated query whose call site (`review/views.py:42`) or "
+            "normalised SQL matches one of these `fnmatch` patterns is not reported."
+        ),
+    ),
+    "NPLUSONE_RAISE": Option(
+        default=False,
+        validate=boolean,
+        expected="True or False",
+        doc=(
+            "Raise `resee_perf.profiling.NPlusOneDetected` from the query that reaches "
+            "`NPLUSONE_THRESHOLD`, instead of only reporting it. For tests and development."
+        ),
+    ),
+    "NPLUSONE_THRESHOLD": Option(
+        default=5,
+        validate=lambda value: positive_int(value) and value >= 2,
+        expected="an integer of at least 2",
+        doc=(
+            "A read with the same normalised SQL from the same call site run this many times "
+            "in one request is an N+1 (reported once per request)."
+        ),
+    ),
+    "PROFILE_SAMPLE_RATE": Option(
+        default=1.0,
+        validate=lambda value: non_negative_number(value) and value <= 1,
+        expected="a number from 0 to 1",
+        doc=(
+            "Share of requests `QueryProfileMiddleware` profiles (0: none, 1: every one); the "
+            "others pass through with no profile, no report and no `Server-Timing`."
+        ),
+    ),
+    "SERVER_TIMING": Option(
+        default="staff",
+        validate=lambda value: value in ("staff", "all", "off"),
+        expected='"staff", "all" or "off"',
+        doc=(
+            "Who gets the `Server-Timing` header of profiled responses: users whose "
+            "`is_staff` is true (only if the request already loaded its user), everyone, or "
+            "nobody. The header tells any client how long your database took."
+        ),
+    ),
+    "SLOW_QUERY_EXPLAIN": Option(
+        default=False,
+        validate=boolean,
+        expected="True or False",
+        doc=(
+            "Log the `EXPLAIN` plan of each slow query (one more query; reads only, never a "
+            "write or a `SELECT ... FOR UPDATE`)."
+        ),
+    ),
+    "SLOW_QUERY_MS": Option(
+        default=100,
+        validate=optional(positive_number),
+        expected="a positive number of milliseconds or None",
+        doc=(
+            "A profiled query that takes at least this long is logged with its call site "
+            "and counted per route (`None`: never)."
+        ),
+    ),
 }
 
 

@@ -65,6 +65,7 @@ from resee_perf._entries import (
     payload,
 )
 from resee_perf._keys import ENTRY, LOCK, Template, bounded, family_key, safe_key
+from resee_perf._query_profile import add_cache_time
 from resee_perf._store import (
     Store,
     Unavailable,
@@ -493,6 +494,7 @@ class _CacheAside:
     def _read(self, call: _Call, *, report: bool = True) -> Entry | None:
         before = time.monotonic()
         raw, generations = call.store.read(call.key, call.tag_keys)
+        add_cache_time(time.monotonic() - before)  # Server-Timing "cache" (profiling.py)
         call.seen = raw
         call.seen_at = before
         try:

@@ -62,6 +62,13 @@ class Snapshot:
     INVALIDATION_RETRY_SECONDS: float
     KEY_PREFIX: str
     METRICS_ENABLED: bool
+    NPLUSONE_ALLOW: tuple[str, ...]
+    NPLUSONE_RAISE: bool
+    NPLUSONE_THRESHOLD: int
+    PROFILE_SAMPLE_RATE: float
+    SERVER_TIMING: str
+    SLOW_QUERY_EXPLAIN: bool
+    SLOW_QUERY_MS: float | None
     METRICS_ALLOWED_NETWORKS: tuple[str, ...]
     METRICS_TOKEN: str | None
     METRICS_LATENCY_BUCKETS: tuple[float, ...]
@@ -103,6 +110,11 @@ def _build_snapshot() -> Snapshot:
             "REPLICA_RETRY_SECONDS": float(values["REPLICA_RETRY_SECONDS"]),
             "STICKY_SECONDS": float(values["STICKY_SECONDS"]),
             "METRICS_ALLOWED_NETWORKS": tuple(values["METRICS_ALLOWED_NETWORKS"]),
+            "NPLUSONE_ALLOW": tuple(values["NPLUSONE_ALLOW"]),
+            "PROFILE_SAMPLE_RATE": float(values["PROFILE_SAMPLE_RATE"]),
+            "SLOW_QUERY_MS": (
+                None if values["SLOW_QUERY_MS"] is None else float(values["SLOW_QUERY_MS"])
+            ),
             "METRICS_LATENCY_BUCKETS": tuple(
                 float(bucket) for bucket in values["METRICS_LATENCY_BUCKETS"]
             ),
@@ -296,6 +308,34 @@ class Settings:
     @property
     def METRICS_LATENCY_BUCKETS(self) -> list[float]:
         return list(snapshot().METRICS_LATENCY_BUCKETS)
+
+    @property
+    def NPLUSONE_ALLOW(self) -> list[str]:
+        return list(snapshot().NPLUSONE_ALLOW)
+
+    @property
+    def NPLUSONE_RAISE(self) -> bool:
+        return snapshot().NPLUSONE_RAISE
+
+    @property
+    def NPLUSONE_THRESHOLD(self) -> int:
+        return snapshot().NPLUSONE_THRESHOLD
+
+    @property
+    def PROFILE_SAMPLE_RATE(self) -> float:
+        return snapshot().PROFILE_SAMPLE_RATE
+
+    @property
+    def SERVER_TIMING(self) -> str:
+        return snapshot().SERVER_TIMING
+
+    @property
+    def SLOW_QUERY_EXPLAIN(self) -> bool:
+        return snapshot().SLOW_QUERY_EXPLAIN
+
+    @property
+    def SLOW_QUERY_MS(self) -> float | None:
+        return snapshot().SLOW_QUERY_MS
 
 
 def invalid_message(name: str, value: Any) -> str:

@@ -500,3 +500,30 @@ def report_pool(alias: str, *, size: int, in_use: int, waiting: int) -> None:
         DB_POOL_CONNECTIONS.labels(alias, "size").set(size)
         DB_POOL_CONNECTIONS.labels(alias, "in_use").set(in_use)
         DB_POOL_CONNECTIONS.labels(alias, "waiting").set(waiting)
+
+
+# -- Query profiling (resee_perf.profiling, QueryProfileMiddleware) ----------------------------
+# The route label is the URL pattern (``api/review/today/``), never the path: bounded by the
+# project's URLconf.
+
+NPLUSONE = _counter(
+    "resee_perf_nplusone",
+    "Profiled requests in which a read ran NPLUSONE_THRESHOLD times or more from one call site "
+    "(one per request and shape), by route.",
+    ["route"],
+)
+SLOW_QUERIES = _counter(
+    "resee_perf_slow_queries",
+    "Profiled queries that took SLOW_QUERY_MS or longer, by route.",
+    ["route"],
+)
+
+
+def report_nplusone(route: str) -> None:
+    if snapshot().METRICS_ENABLED:
+        NPLUSONE.labels(route).inc()
+
+
+def report_slow_query(route: str) -> None:
+    if snapshot().METRICS_ENABLED:
+        SLOW_QUERIES.labels(route).inc()

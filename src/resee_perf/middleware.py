@@ -9,6 +9,7 @@ session save of a login is a write it sees.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import zlib
@@ -20,11 +21,11 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
-from resee_perf import _replicas, _request_metrics
+from resee_perf import _call_sites, _replicas, _request_metrics, profiling
 from resee_perf.conf import conf
 from resee_perf.routers import PRIMARY, WritePosition, routing_scope
 
-__all__ = ["MetricsMiddleware", "StickyReadsMiddleware"]
+__all__ = ["MetricsMiddleware", "QueryProfileMiddleware", "StickyReadsMiddleware"]
 
 _SALT = "resee_perf.middleware.StickyReadsMiddleware"
 # A genuine cookie is about 90 characters; anything much longer is not ours.
@@ -165,3 +166,58 @@ class MetricsMiddleware:
             raise
         measure.finish(request, response)
         return response
+
+
+class QueryProfileMiddleware:
+    """Profile each request's queries (docs/profiling.md): counts and time per database
+    alias, cache time, N+1 and slow queries with their call sites, and ``Server-Timing``.
+
+    Put it near the top of ``MIDDLEWARE``, above the middleware whose queries you want
+    counted (sessions, authentication). Sync and async: its state is in a context variable,
+    which follows the request into the thread that runs a sync view under ASGI."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+        profiling.install()
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        profile = profiling.start_request(request)
+        if profile is None:
+            return self.get_response(request)
+        try:
+            with profiling.activate(profile):
+                response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
+        finally:
+            profiling.finish_request(profile, request)
+        profiling.add_server_timing(profile, request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        profile = profiling.start_request(request)
+        if profile is None:
+            return await self.get_response(request)  # type: ignore[no-any-return,misc]
+        profile.task = asyncio.current_task()
+        try:
+            with profiling.activate(profile):
+                response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+        finally:
+            profiling.finish_request(profile, request)
+        profiling.add_server_timing(profile, request, response)
+        return response
+
+
+# A query the middleware chain runs without any application frame (the session and the user,
+# loaded by Django's middleware) gets no call site rather than the WSGI server's line.
+_call_sites.stop_at(QueryProfileMiddleware.__call__, QueryProfileMiddleware.__acall__)

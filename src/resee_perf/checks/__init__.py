@@ -55,7 +55,13 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``E050`` ``PROMETHEUS_MULTIPROC_DIR`` is not a writable directory.
 - ``W050`` running under gunicorn with metrics on but no ``PROMETHEUS_MULTIPROC_DIR``.
 
-Ranges taken by features still to come: profiling E060-E069 / W060-W069 (``profiling.py``).
+``profiling`` -- ``QueryProfileMiddleware`` (E060-E069 / W060-W069):
+
+- ``W060`` (``--deploy``) ``NPLUSONE_RAISE`` with ``DEBUG`` off.
+- ``W061`` (``--deploy``) ``SERVER_TIMING = "all"`` with ``DEBUG`` off.
+
+A new feature's checks go in a module of their own here, with an id range of their own, a
+block in :func:`register` and a section above.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from resee_perf.checks.invalidation import (
     check_invalidation_caches_deploy,
 )
 from resee_perf.checks.monitoring import check_metrics
+from resee_perf.checks.profiling import check_profiling_deploy
 from resee_perf.checks.routing import check_replica_query_timeout, check_router
 from resee_perf.checks.settings import check_settings
 
@@ -87,6 +94,7 @@ __all__ = [
     "check_invalidation_caches",
     "check_invalidation_caches_deploy",
     "check_metrics",
+    "check_profiling_deploy",
     "check_replica_query_timeout",
     "check_router",
     "check_settings",
@@ -113,6 +121,8 @@ def register() -> None:
     checks.register(check_replica_query_timeout)
     # monitoring
     checks.register(check_metrics)
+    # profiling
+    checks.register(check_profiling_deploy, deploy=True)
     # connections
     checks.register(check_connections)
     checks.register(check_connection_budget, deploy=True)
