@@ -99,8 +99,24 @@ DATABASES: dict[str, dict[str, Any]] = {
         )
     ),
 }
+# The connection settings our own library recommends (docs/connections.md): persistent
+# connections checked before reuse, a connect and a statement timeout. dj-database-url's
+# CONN_MAX_AGE=0 opened a new PostgreSQL connection per request, most of a cached request's
+# time (docs/benchmarks.md). WEB_THREADS: the server's threads per process (gunicorn --threads).
+_WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
+
+
+def _recommended(database: dict[str, Any]) -> dict[str, Any]:
+    if "postgresql" not in str(database.get("ENGINE", "")):
+        return {**database, "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}
+    from resee_perf.pool import recommended_database
+
+    return recommended_database(database, threads_per_worker=_WEB_THREADS)
+
+
+DATABASES["default"] = _recommended(DATABASES["default"])
 if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
-    _replica = dj_database_url.parse(_replica_url)
+    _replica = _recommended(dict(dj_database_url.parse(_replica_url)))
     DATABASES["replica"] = {
         **_replica,
         # A request routed to a hung replica gives up after 2 s and reads from the primary
@@ -121,8 +137,19 @@ if _redis_url := os.environ.get("REDIS_URL"):
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
         }
     }
+    # Sessions read from Redis (written through to the database): a request's session costs
+    # no query. Not with the local-memory cache, which each process holds apart (a logout in
+    # one would not reach the others).
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# The session's user read through cache_aside (resee/auth.py) rather than one query per
+# request. ModelBackend stays listed so that sessions created with it remain valid.
+AUTHENTICATION_BACKENDS = [
+    "resee.auth.CachedUserBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # Django logs a 500's traceback on "django.request", but its default configuration sends it
 # to the console only with DEBUG on (and by mail to ADMINS otherwise): with DEBUG off, a 500
