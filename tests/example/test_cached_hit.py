@@ -44,6 +44,15 @@ def test_a_cached_hit_runs_no_query(
     assert again.content == first.content
 
 
+def test_the_floor_endpoints_run_no_query(user: User, django_assert_num_queries: Any) -> None:
+    client = logged_in(user)
+    assert client.get("/api/me/").json() == {"id": user.pk}
+    with django_assert_num_queries(0):
+        assert client.get("/api/me/").json() == {"id": user.pk}
+        assert Client().get("/api/ping/").json() == {"ok": True}
+    assert Client().get("/api/me/").status_code in {401, 403}
+
+
 def test_the_cached_user_is_the_users_row(user: User) -> None:
     row = user_row(user.pk)
     assert row is not None
