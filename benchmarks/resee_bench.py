@@ -328,7 +328,7 @@ def counters(server: Server) -> dict[str, float]:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(server.metrics))
+    MultiProcessCollector(registry, path=str(server.metrics))  # type: ignore[no-untyped-call]
     totals: dict[str, float] = defaultdict(float)
     for metric in registry.collect():
         for sample in metric.samples:
