@@ -185,7 +185,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         embedded=embedded,
         sizes=sizes,
         reseed=args.reseed,
-        quiet=args.quiet or args.json,
+        quiet=args.quiet,
     )
     return config, args
 
