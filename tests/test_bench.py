@@ -16,7 +16,7 @@ from benchmarks.resee_bench import READS, markdown_table, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIMARY = "postgres://postgres@127.0.0.1:5432"
-DATABASE = f"resee_bench_{os.environ.get('RESEE_TEST_DB_SUFFIX') or 'default'}"
+DATABASE = f"resee_bench_smoke_{os.environ.get('RESEE_TEST_DB_SUFFIX') or 'default'}"
 
 
 @pytest.fixture
