@@ -910,8 +910,14 @@ def main(argv: list[str] | None = None) -> int:
                     config, f"  sparse on: hit rate {pct(hit_rate(sparse, list(VIEWS.values())))}"
                 )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir / "metrics-off", ignore_errors=True)
+        shutil.rmtree(workdir / "metrics-on", ignore_errors=True)
     r = results(config, runs, sparse, data)
+    if r["off"]["errors"] or r["on"]["errors"]:
+        # The servers' logs (Django's tracebacks on stderr) say why a request failed.
+        progress(config, f"bench: requests failed; the servers' logs are in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     rows = table_rows(r)
     if args.json:
         print(json.dumps(r, indent=2, default=str))
