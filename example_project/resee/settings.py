@@ -139,8 +139,15 @@ if _redis_url := os.environ.get("REDIS_URL"):
     }
     # Sessions read from Redis (written through to the database): a request's session costs
     # no query. Not with the local-memory cache, which each process holds apart (a logout in
-    # one would not reach the others).
+    # one would not reach the others). Their own alias on the same Redis, which fails open
+    # (IGNORE_EXCEPTIONS: a read error is a miss, so cached_db reads the database): a hung or
+    # down Redis must not turn every request into a 500 (tests/faults: "redis hung").
+    CACHES["sessions"] = {
+        **CACHES["default"],
+        "OPTIONS": {**CACHES["default"]["OPTIONS"], "IGNORE_EXCEPTIONS": True},
+    }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_CACHE_ALIAS = "sessions"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

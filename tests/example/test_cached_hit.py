@@ -21,6 +21,14 @@ CACHED_ENDPOINTS = ["/api/review/today/", "/api/analytics/stats/", "/api/content
 def _cached_sessions_and_users(settings: Any) -> None:
     """What example_project/resee/settings.py sets when REDIS_URL is given."""
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    settings.CACHES = {
+        **settings.CACHES,
+        "sessions": {
+            **settings.CACHES["default"],
+            "OPTIONS": {**settings.CACHES["default"].get("OPTIONS", {}), "IGNORE_EXCEPTIONS": True},
+        },
+    }
+    settings.SESSION_CACHE_ALIAS = "sessions"
     settings.AUTHENTICATION_BACKENDS = [BACKEND, "django.contrib.auth.backends.ModelBackend"]
 
 
