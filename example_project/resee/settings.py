@@ -8,7 +8,10 @@ newcomer needs no service. Environment:
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
   (the fault suite, tests/faults/, shortens timers this way).
-- ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
+- ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL, and puts
+  sessions there too (``cached_db``, on a fail-open ``sessions`` alias).
+- ``WEB_THREADS`` (default 4) and ``DATABASE_CONN_MAX_AGE`` (default 600; 0 for a connection
+  per request): what ``recommended_database()`` is given for every PostgreSQL alias.
 - ``DJANGO_DEBUG`` (default off; ``scripts/demo.sh`` turns it on for its localhost server),
   ``DJANGO_SECRET_KEY`` (required unless ``DJANGO_DEBUG`` is on), ``ALLOWED_HOSTS``
   (comma-separated).
@@ -103,15 +106,19 @@ DATABASES: dict[str, dict[str, Any]] = {
 # connections checked before reuse, a connect and a statement timeout. dj-database-url's
 # CONN_MAX_AGE=0 opened a new PostgreSQL connection per request, most of a cached request's
 # time (docs/benchmarks.md). WEB_THREADS: the server's threads per process (gunicorn --threads).
+# DATABASE_CONN_MAX_AGE: seconds a connection is kept (0: one per request, as before).
 _WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
+_CONN_MAX_AGE = int(os.environ.get("DATABASE_CONN_MAX_AGE") or 600)
 
 
 def _recommended(database: dict[str, Any]) -> dict[str, Any]:
     if "postgresql" not in str(database.get("ENGINE", "")):
-        return {**database, "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}
+        return {**database, "CONN_MAX_AGE": _CONN_MAX_AGE, "CONN_HEALTH_CHECKS": True}
     from resee_perf.pool import recommended_database
 
-    return recommended_database(database, threads_per_worker=_WEB_THREADS)
+    return recommended_database(
+        database, threads_per_worker=_WEB_THREADS, conn_max_age=_CONN_MAX_AGE
+    )
 
 
 DATABASES["default"] = _recommended(DATABASES["default"])
