@@ -204,6 +204,9 @@ def example_env(settings: str = "resee.settings", path: str = "") -> dict[str, s
         DJANGO_SECRET_KEY="tests-only-not-secret",
         ALLOWED_HOSTS="127.0.0.1",
         PYTHONPATH=path,
+        # A connection per request, closed after it: the saturation below counts the
+        # connections each wave of requests opens and waits for them to close.
+        DATABASE_CONN_MAX_AGE="0",
     )
     return env
 

@@ -37,7 +37,7 @@ class ContentViewSet(viewsets.ModelViewSet[Content]):
 
     # One entry per user and page (``?page=``); any write to the user's contents, or a renamed
     # category they use, bumps the tag. Only the list is cached: a detail is one indexed row.
-    @cache_aside("content:list:{user_id}:{page}", ttl=3600, tags=["user:{user_id}:contents"])
+    @cache_aside("content:list:{user_id}:{page}", ttl=600, tags=["user:{user_id}:contents"])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 

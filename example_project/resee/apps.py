@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class ReseeConfig(AppConfig):
     name = "resee"
     verbose_name = "Resee"
+
+    def ready(self) -> None:
+        from resee import auth
+
+        auth.connect()

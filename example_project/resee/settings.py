@@ -8,7 +8,10 @@ newcomer needs no service. Environment:
   ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
 - ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
   (the fault suite, tests/faults/, shortens timers this way).
-- ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL.
+- ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL, and puts
+  sessions there too (``cached_db``, on a fail-open ``sessions`` alias).
+- ``WEB_THREADS`` (default 4) and ``DATABASE_CONN_MAX_AGE`` (default 600; 0 for a connection
+  per request): what ``recommended_database()`` is given for every PostgreSQL alias.
 - ``RESEE_METRICS_TOKEN``: optional; a bearer token that may read ``/metrics`` from anywhere
   (loopback may without). ``RESEE_METRICS_ENABLED=0`` stops recording metrics.
 - ``RESEE_PROFILE`` (default on): ``QueryProfileMiddleware``, query counts, N+1 and slow
@@ -106,13 +109,39 @@ DATABASES: dict[str, dict[str, Any]] = {
         )
     ),
 }
+# The connection settings our own library recommends (docs/connections.md): persistent
+# connections checked before reuse, a connect and a statement timeout. dj-database-url's
+# CONN_MAX_AGE=0 opened a new PostgreSQL connection per request, most of a cached request's
+# time (docs/benchmarks.md). WEB_THREADS: the server's threads per process (gunicorn --threads).
+# DATABASE_CONN_MAX_AGE: seconds a connection is kept (0: one per request, as before).
+_WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
+_CONN_MAX_AGE = int(os.environ.get("DATABASE_CONN_MAX_AGE") or 600)
+
+
+def _recommended(database: dict[str, Any]) -> dict[str, Any]:
+    if "postgresql" not in str(database.get("ENGINE", "")):
+        return {**database, "CONN_MAX_AGE": _CONN_MAX_AGE, "CONN_HEALTH_CHECKS": True}
+    from resee_perf.pool import recommended_database
+
+    return recommended_database(
+        database, threads_per_worker=_WEB_THREADS, conn_max_age=_CONN_MAX_AGE
+    )
+
+
+DATABASES["default"] = _recommended(DATABASES["default"])
 if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
-    _replica = dj_database_url.parse(_replica_url)
+    _replica = _recommended(dict(dj_database_url.parse(_replica_url)))
     DATABASES["replica"] = {
         **_replica,
         # A request routed to a hung replica gives up after 2 s and reads from the primary
         # (resee_perf.W024); libpq's default is to wait forever.
-        "OPTIONS": {"connect_timeout": 2, **_replica.get("OPTIONS", {})},
+        # A slow query ends on the server after 5 s; REPLICA_QUERY_TIMEOUT (below) ends one the
+        # client sent to a replica that hung, which statement_timeout cannot (W025).
+        "OPTIONS": {
+            "connect_timeout": 2,
+            "options": "-c statement_timeout=5000",
+            **_replica.get("OPTIONS", {}),
+        },
         # The replica holds the primary's data, so tests must not create a database for it.
         "TEST": {"MIRROR": "default"},
     }
@@ -128,8 +157,26 @@ if _redis_url := os.environ.get("REDIS_URL"):
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
         }
     }
+    # Sessions read from Redis (written through to the database): a request's session costs
+    # no query. Not with the local-memory cache, which each process holds apart (a logout in
+    # one would not reach the others). Their own alias on the same Redis, which fails open
+    # (IGNORE_EXCEPTIONS: a read error is a miss, so cached_db reads the database): a hung or
+    # down Redis must not turn every request into a 500 (tests/faults: "redis hung").
+    CACHES["sessions"] = {
+        **CACHES["default"],
+        "OPTIONS": {**CACHES["default"]["OPTIONS"], "IGNORE_EXCEPTIONS": True},
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_CACHE_ALIAS = "sessions"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# The session's user read through cache_aside (resee/auth.py) rather than one query per
+# request. ModelBackend stays listed so that sessions created with it remain valid.
+AUTHENTICATION_BACKENDS = [
+    "resee.auth.CachedUserBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # Django logs a 500's traceback on "django.request", but its default configuration sends it
 # to the console only with DEBUG on (and by mail to ADMINS otherwise): with DEBUG off, a 500
@@ -201,6 +248,8 @@ if "replica" in DATABASES:
     DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
     MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
     RESEE_PERF["REPLICAS"] = ["replica"]
+    # Just above the replica's statement_timeout: only a hung replica reaches it.
+    RESEE_PERF["REPLICA_QUERY_TIMEOUT"] = 6
 
 # Query profiling (docs/profiling.md), on by default: cheap enough to leave on. First, so that
 # its Server-Timing "app" covers the whole request. RESEE_PROFILE=0 measures the same build

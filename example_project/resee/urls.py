@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, include, path
 
+from resee.floor import MeView, PingView
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/", include("content.urls")),
     path("api/", include("review.urls")),
@@ -10,6 +12,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api-auth/", include("rest_framework.urls")),
     # GET /metrics, for Prometheus (docs/observability.md).
     path("", include("resee_perf.urls")),
+    # The floor of a cached request (benchmarks/resee_bench.py).
+    path("api/ping/", PingView.as_view(), name="ping"),
+    path("api/me/", MeView.as_view(), name="me"),
 ]
 
 # The test settings leave the admin out.

@@ -29,10 +29,10 @@ class TodayView(APIView):
 
     # Writes to the user's schedules, reviews or contents bump these tags (review/invalidation.py,
     # content/invalidation.py). The TTL bounds the one thing no write announces: the date
-    # changing at midnight.
+    # changing at midnight: one hour, as Resee's plan has it.
     @cache_aside(
         "review:today:{user_id}",
-        ttl=300,
+        ttl=3600,
         tags=["user:{user_id}:reviews", "user:{user_id}:contents"],
     )
     def get(self, request: Request) -> Response:

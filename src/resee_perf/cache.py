@@ -52,7 +52,7 @@ from django.core.signals import setting_changed
 from django.db import connections, transaction
 from django.utils.module_loading import import_string
 
-from resee_perf import _pending, _replicas, _write_positions, metrics
+from resee_perf import _pending, _replicas, _view_keys, _write_positions, metrics
 from resee_perf._breaker import reset_breakers
 from resee_perf._entries import (
     SERIALIZERS,
@@ -390,7 +390,12 @@ class _CacheAside:
             tags = tuple(
                 dict.fromkeys(template.render_tag(namespace) for template in self.tag_templates)
             )
-        return family_key(_hot_settings().prefix, ENTRY, f"{self.version}:{body}"), tags
+        key = family_key(_hot_settings().prefix, ENTRY, f"{self.version}:{body}")
+        # A view's response also depends on host, scheme, language and its Vary headers.
+        request = kwargs.get("request") if helper else self.arguments.request(args, kwargs)
+        if self.arguments.is_view and request is not None:
+            key += _view_keys.variant(self.name, request)
+        return key, tags
 
     def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """The keys of this call, or None when the cache must be skipped."""
@@ -597,7 +602,9 @@ class _CacheAside:
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
         delta = max(0.0, _clock() - started)
         metrics.report_recompute(self.name, delta)
-        stored = payload(value, self.name)
+        stored = (
+            payload(value, self.name) if _view_keys.storable(self.name, call.key, value) else None
+        )
         if stored is None:
             return value
         entry = Entry(

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from prometheus_client import REGISTRY
-from rest_framework.test import APIClient
+from rest_framework.test import APIClient, APIRequestFactory
 
 from analytics.views import StatsView
 from content.models import Category, Content
@@ -157,7 +157,9 @@ def entry(cached: Any, **arguments: Any) -> bytes | None:
     """The raw Redis value of a cache_aside entry: compared, it shows whether it was rewritten."""
     cache = caches["default"]
     client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
-    value: bytes | None = client.get(cache.make_key(cached.cache_key(**arguments)))
+    # A view's key varies on the request too: the test client's (http://testserver).
+    request = APIRequestFactory().get("/")
+    value: bytes | None = client.get(cache.make_key(cached.cache_key(request=request, **arguments)))
     return value
 
 
