@@ -42,7 +42,15 @@ from django.core.cache import BaseCache, caches
 
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
-from resee_perf.invalidation import EPOCH_TAG, _fresh_generation, _redis_client, tag_key
+from resee_perf._redis import (
+    BURY_SCRIPT,
+    CONFIRM_EPOCH_SCRIPT,
+    RELEASE_SCRIPT,
+    STORE_IF_UNCHANGED_SCRIPT,
+    client_for,
+    fresh_generation,
+)
+from resee_perf.invalidation import EPOCH_TAG, tag_key
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -52,41 +60,10 @@ logger = logging.getLogger("resee_perf.cache")
 
 T = TypeVar("T")
 
-# Deletes the lock only if it still holds our token: a holder that outlived lock_timeout must
-# not delete the lock a later caller acquired (https://redis.io/docs/latest/commands/set/).
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
 # What invalidate() leaves where an entry was: this prefix and a random token, so that no two
 # tombstones are equal and a recompute that saw one can tell whether another replaced it.
 # Entries start with b"rp\x01" (resee_perf.cache), so neither can pass for the other.
 TOMBSTONE = b"rp\x00"
-
-# Stores the entry only if the key still holds what the recompute saw before its body ran
-# (compared by SHA-1, so that a large entry is not sent back). Absent keys use SET NX instead.
-_STORE_IF_UNCHANGED_SCRIPT = """
-local current = redis.call('get', KEYS[1])
-if not current or redis.sha1hex(current) ~= ARGV[1] then
-    return 0
-end
-redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
-return 1
-"""
-
-# Replaces whatever the key holds by a tombstone; 1 if it held something else than a tombstone.
-_BURY_SCRIPT = """
-local old = redis.call('get', KEYS[1])
-redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
-if old and string.sub(old, 1, #ARGV[3]) ~= ARGV[3] then
-    return 1
-end
-return 0
-"""
-
 
 _TOKEN_BYTES = 16
 
@@ -179,8 +156,8 @@ class RedisStore(Store):
         # Tags repeat on every hit; this store lives as long as its cache object.
         self._full_tag_key = functools.lru_cache(maxsize=4096)(cache.make_key)
         # EVALSHA, loading the script on the first NOSCRIPT (redis-py's Script).
-        self._store_if_unchanged = client.register_script(_STORE_IF_UNCHANGED_SCRIPT)
-        self._bury = client.register_script(_BURY_SCRIPT)
+        self._store_if_unchanged = client.register_script(STORE_IF_UNCHANGED_SCRIPT)
+        self._bury = client.register_script(BURY_SCRIPT)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
@@ -211,26 +188,8 @@ class RedisStore(Store):
 
     def release(self, key: str, token: str) -> None:
         full_key = self.cache.make_key(key)
-        self.guarded(lambda: self._client.eval(_RELEASE_SCRIPT, 1, full_key, token))
+        self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
 
-
-# For each (epoch key, marker key) pair: unless the marker holds this server's run_id, give
-# the epoch a new random value (ARGV[2]) and the marker the run_id. A missing marker counts as a
-# different server (an empty restart, a key nobody confirmed yet). Returns how many epochs
-# that existed were replaced: a missing one had no entries to retire.
-_CONFIRM_EPOCH_SCRIPT = """
-local changed = 0
-for i = 1, #KEYS, 2 do
-    if redis.call('get', KEYS[i + 1]) ~= ARGV[1] then
-        if redis.call('exists', KEYS[i]) == 1 then
-            changed = changed + 1
-        end
-        redis.call('set', KEYS[i], ARGV[2])
-        redis.call('set', KEYS[i + 1], ARGV[1])
-    end
-end
-return changed
-"""
 
 _MARKER_SUFFIX = ":run_id"
 
@@ -277,7 +236,7 @@ class _EpochWatch:
             return
         pairs = _pairs(keys)
         connection.send_command(  # type: ignore[no-untyped-call]
-            "EVAL", _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
+            "EVAL", CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, fresh_generation()
         )
         self._report(connection.read_response(), run_id)
 
@@ -292,9 +251,7 @@ class _EpochWatch:
             self._cannot_check(error)
             return
         pairs = _pairs(keys)
-        changed = client.eval(
-            _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
-        )
+        changed = client.eval(CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, fresh_generation())
         self._report(changed, run_id)
 
     def _cannot_check(self, error: Exception) -> None:
@@ -412,7 +369,7 @@ def store_for(alias: str) -> Store:
     store = stores.get(alias)
     if store is None:
         cache = caches[alias]
-        client = _redis_client(cache)
+        client = client_for(cache)
         if client is None:
             store = DjangoStore(alias, cache)
         else:

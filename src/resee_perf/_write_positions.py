@@ -27,23 +27,9 @@ from django.core.cache import BaseCache
 
 from resee_perf import _replicas
 from resee_perf._keys import WRITE_POSITION, family_key, tag_part
+from resee_perf._redis import MAX_POSITION_SCRIPT, client_for
 from resee_perf.conf import conf
-from resee_perf.invalidation import _redis_client
 from resee_perf.routers import PRIMARY, WritePosition, require, use_primary
-
-# Keep the larger position: two invalidations of one tag can record theirs out of order.
-_MAX_LUA = """
-local ttl = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-    local current = tonumber(redis.call('GET', key))
-    local new = tonumber(ARGV[i + 1])
-    if current == nil or current < new then
-        redis.call('SET', key, new, 'PX', ttl)
-    else
-        redis.call('PEXPIRE', key, ttl)
-    end
-end
-"""
 
 
 def position_key(tag: str) -> str:
@@ -64,9 +50,9 @@ def record(cache: BaseCache, tags: Sequence[str]) -> None:
         return
     keys = [position_key(tag) for tag in dict.fromkeys(tags)]
     ttl_ms = math.ceil(_lifetime() * 1000)
-    client = _redis_client(cache)
+    client = client_for(cache)
     if client is not None:
-        script = client.register_script(_MAX_LUA)
+        script = client.register_script(MAX_POSITION_SCRIPT)
         script(keys=[cache.make_key(key) for key in keys], args=[ttl_ms, *[lsn] * len(keys)])
         return
     # Other backends have no compare-and-set: a concurrent, older position can win this

@@ -33,7 +33,6 @@ writes that send no signals. docs/invalidation.md explains the model for users.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -41,18 +40,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from django.apps import apps
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, signals
 
 from resee_perf._keys import TAG, family_key, tag_part
+from resee_perf._redis import BUMP_SCRIPT, client_for, fresh_generation
 from resee_perf.conf import conf
 from resee_perf.metrics import report_invalidation
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
-    from redis import Redis
 
 __all__ = [
     "EPOCH_TAG",
@@ -93,12 +91,6 @@ def _tag_timeout(tag: str) -> int | None:
     return None if tag == EPOCH_TAG else conf.TAG_TIMEOUT
 
 
-def _fresh_generation() -> int:
-    # 62 bits: stays an int in every backend, leaves 2**62 increments before INCR overflows,
-    # and collides with an evicted generation with negligible probability.
-    return secrets.randbits(62)
-
-
 def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
     """The current generation of each tag, creating the missing ones. For the miss path."""
     keys = {tag: tag_key(tag) for tag in tags}
@@ -112,7 +104,7 @@ def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
         else:
             missing.append(tag)
     for tag in missing:
-        candidate = _fresh_generation()
+        candidate = fresh_generation()
         # add() is atomic (SET NX on Redis): if another process created the key first, its
         # value wins and we read it back.
         if cache.add(keys[tag], candidate, timeout=_tag_timeout(tag)):
@@ -121,26 +113,6 @@ def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
             value = cache.get(keys[tag])
             generations[tag] = value if isinstance(value, int) else candidate
     return generations
-
-
-# One script call bumps every tag of an invalidation: one round trip, and atomic per key, so a
-# key cannot expire between the existence check and the INCR (INCR on a missing key would
-# restart it at 1, a value an evicted generation may have had). A value INCR rejects (not an
-# integer, or at the 64-bit limit) is replaced too: any new value invalidates.
-_BUMP_LUA = """
-local ttl = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  local bumped = redis.call('EXISTS', key) == 1 and redis.pcall('INCR', key)
-  if type(bumped) ~= 'number' then
-    if ttl > 0 then
-      redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
-    else
-      redis.call('SET', key, ARGV[i + 1])
-    end
-  end
-end
-return #KEYS
-"""
 
 
 def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
@@ -154,15 +126,15 @@ def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
     keys = [tag_key(tag) for tag in unique]
     if not keys:
         return
-    client = _redis_client(cache)
+    client = client_for(cache)
     if client is not None:
         # The epoch key keeps no TTL (it is bumped alone: after a queue overflow).
         timeout = None if EPOCH_TAG in unique else conf.TAG_TIMEOUT
         ttl_ms = 0 if timeout is None else timeout * 1000
-        script = client.register_script(_BUMP_LUA)
+        script = client.register_script(BUMP_SCRIPT)
         script(
             keys=[cache.make_key(key) for key in keys],
-            args=[ttl_ms, *(_fresh_generation() for _ in keys)],
+            args=[ttl_ms, *(fresh_generation() for _ in keys)],
         )
         return
     for tag, key in zip(unique, keys, strict=True):
@@ -171,26 +143,7 @@ def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
         except ValueError:
             # Missing key: nothing can be valid under a generation nobody holds, but create one
             # so that entries computed from now on record a definite value.
-            cache.add(key, _fresh_generation(), timeout=_tag_timeout(tag))
-
-
-def _redis_client(cache: BaseCache) -> Redis | None:
-    """The redis-py client that writes ``cache``'s keys, or None if it is not a plain Redis."""
-    if isinstance(cache, DjangoRedisCache):
-        return cache._cache.get_client(write=True)
-    try:
-        from django_redis.cache import RedisCache
-        from django_redis.client import DefaultClient, HerdClient, ShardClient
-    except ImportError:  # pragma: no cover - the redis extra is not installed
-        return None
-    if not isinstance(cache, RedisCache):
-        return None
-    client = cache.client
-    # The herd client wraps every value (INCR cannot work on them) and the shard client spreads
-    # keys over servers (one script cannot see them all): both go through the cache API.
-    if isinstance(client, DefaultClient) and not isinstance(client, HerdClient | ShardClient):
-        return client.get_client(write=True)  # type: ignore[no-any-return]
-    return None
+            cache.add(key, fresh_generation(), timeout=_tag_timeout(tag))
 
 
 # --- invalidate_tags: after commit -----------------------------------------------------------
