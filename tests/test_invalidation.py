@@ -26,7 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from content.models import Category, Content
-from resee_perf import invalidate_objects, invalidate_on, invalidate_tags, invalidation
+from resee_perf import invalidate_objects, invalidate_on, invalidate_tags, testing
 from resee_perf.checks import check_invalidation_caches, check_invalidation_caches_deploy
 from resee_perf.invalidation import (
     NotRegistered,
@@ -49,10 +49,8 @@ def _clean_cache() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
     """Registrations made by a test do not outlive it (the example project's stay)."""
-    saved = {model: dict(regs) for model, regs in invalidation._registry.items()}
-    yield
-    invalidation._registry.clear()
-    invalidation._registry.update(saved)
+    with testing.isolated_registrations():
+        yield
 
 
 def generation(tag: str, cache: str = "default") -> int | None:

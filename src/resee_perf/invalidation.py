@@ -401,6 +401,17 @@ def _connect(sender: type[Model], *, pre_save: bool) -> None:
         )
 
 
+def registrations() -> dict[type[Model], dict[str, _Registration]]:
+    """A copy of every :func:`invalidate_on` registration, for :func:`restore_registrations`."""
+    return {model: dict(regs) for model, regs in _registry.items()}
+
+
+def restore_registrations(saved: dict[type[Model], dict[str, _Registration]]) -> None:
+    """Back to the registrations :func:`registrations` returned (:mod:`resee_perf.testing`)."""
+    _registry.clear()
+    _registry.update({model: dict(regs) for model, regs in saved.items()})
+
+
 def registered_caches() -> set[str]:
     """The cache aliases named by :func:`invalidate_on` registrations (for the system checks)."""
     return {r.cache for regs in _registry.values() for r in regs.values() if r.cache is not None}
