@@ -425,7 +425,7 @@ def test_after_invalidate_a_lagging_replica_does_not_refill_the_entry(
 
     settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": prefix}  # the replica's settings
     if not positions:
-        monkeypatch.setattr(cache_module, "_primary_position", lambda: None)
+        monkeypatch.setattr(cache_module, "primary_position", lambda: None)
     with routing_scope():
         assert category_names() == []
     with routing_scope():

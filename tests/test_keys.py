@@ -11,8 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resee_perf._freshness import position_key
 from resee_perf._keys import LOCK, TAG, WRITE_POSITION, Template, encode_field, safe_key, tag_part
-from resee_perf._write_positions import position_key
 from resee_perf.invalidation import tag_key
 
 # What a key argument can be: ids, query strings (any text, None when absent), dates.

@@ -15,19 +15,18 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
 
-from resee_perf import _refresh, _write_positions, metrics
+from resee_perf import _freshness, _refresh, metrics
 from resee_perf._cache_settings import hot_settings
 from resee_perf._entries import Entry, Garbage, Rejected, payload
 from resee_perf._options import Options
-from resee_perf._store import Store, Unavailable, tombstone_position
+from resee_perf._store import Store, Unavailable
 from resee_perf.invalidation import read_generations
-from resee_perf.routers import WritePosition, require
 
 logger = logging.getLogger("resee_perf.cache")
 
@@ -273,12 +272,12 @@ class Policy:
             except Unavailable:
                 generations = None
         started = _clock()
-        # With replicas (resee_perf._write_positions): read AFTER the generations, the write
+        # With replicas (resee_perf._freshness): read AFTER the generations, the write
         # positions of the invalidations they reflect; the body's reads go to a replica only
         # once it has replayed them, so a lagging replica cannot refill an invalidated entry.
         with (
-            _write_positions.reads_after(store.cache, call.tags),
-            _reads_after_tombstone(call.seen),
+            _freshness.reads_after(store.cache, call.tags),
+            _freshness.reads_after_tombstone(call.seen),
         ):
             value = yield RUN
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
@@ -332,20 +331,6 @@ class Policy:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
         return (yield from self.compute(call))
-
-
-@contextlib.contextmanager
-def _reads_after_tombstone(seen: Any) -> Iterator[None]:
-    """With replicas: a recompute that found an ``invalidate()`` tombstone reads from a replica
-    only once it has replayed the write before it, as tag invalidations do with
-    :mod:`resee_perf._write_positions`; else a lagging replica would refill the entry with the
-    old rows, and the compare-and-set would store them over the tombstone."""
-    position = tombstone_position(seen)
-    if position is None:
-        yield
-        return
-    with require(WritePosition(lsn=position, written_at=0.0)):
-        yield
 
 
 # --- Drivers ---

@@ -30,11 +30,11 @@ from collections.abc import Iterable
 
 from django.db import connections
 
-from resee_perf import _replicas, metrics
+from resee_perf import metrics
+from resee_perf._freshness import primary_position
 from resee_perf._store import new_tombstone, store_for
 from resee_perf.conf import conf
 from resee_perf.invalidation import EPOCH_TAG, bump_now
-from resee_perf.routers import PRIMARY
 
 logger = logging.getLogger("resee_perf.invalidation")
 
@@ -218,7 +218,7 @@ def _retry(alias: str, tags: list[str], keys: dict[str, float]) -> None:
     if keys:
         store = store_for(alias)
         # With replicas, the primary's position now: after every write these keys follow.
-        position = _replicas.primary_lsn(PRIMARY) if _replicas.routing_settings().replicas else None
+        position = primary_position()
         for key, seconds in keys.items():
             store.bury(key, new_tombstone(position), seconds)
 

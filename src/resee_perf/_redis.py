@@ -116,7 +116,7 @@ end
 return #KEYS
 """
 
-# --- Write positions (resee_perf._write_positions) ---------------------------------------------
+# --- Write positions (resee_perf._freshness) ---------------------------------------------
 
 # Keep the larger position: two invalidations of one tag can record theirs out of order.
 MAX_POSITION_SCRIPT = """

@@ -39,17 +39,17 @@ from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
-from resee_perf import _flow, _pending, _replicas, metrics
+from resee_perf import _flow, _pending, metrics
 from resee_perf._arguments import SAFE_METHODS, Arguments
 from resee_perf._cache_settings import hot_settings
 from resee_perf._cache_settings import serializer_for as serializer_for  # checks use it
 from resee_perf._entries import Entry, UncacheableValue
 from resee_perf._flow import NO_HIT, Call, Policy, Unreachable, drive, drive_async, xfetch_early
+from resee_perf._freshness import primary_position
 from resee_perf._keys import ENTRY, LOCK, Template, bounded, family_key, safe_key
 from resee_perf._options import Options
 from resee_perf._store import new_tombstone, store_for
 from resee_perf.invalidation import EPOCH_TAG, tag_key
-from resee_perf.routers import PRIMARY
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "UncacheableValue", "cache_aside"]
 
@@ -172,7 +172,7 @@ class _CacheAside:
         """Replace the entry at ``key`` by a fresh tombstone: True if it held an entry."""
         alias = self.cache_alias()
         try:
-            tombstone = new_tombstone(_primary_position())
+            tombstone = new_tombstone(primary_position())
             return store_for(alias).bury(key, tombstone, self.options.tombstone_seconds())
         except Exception:
             # Also from on_commit, after the write committed: never an error for the request.
@@ -182,14 +182,6 @@ class _CacheAside:
             )
             _pending.add_key(alias, key, self.options.tombstone_seconds())
             return False
-
-
-def _primary_position() -> int | None:
-    """With replicas, the primary's WAL position now (after the write an ``invalidate()``
-    follows; None inside a transaction, whose commit buries again)."""
-    if not _replicas.routing_settings().replicas:
-        return None
-    return _replicas.primary_lsn(PRIMARY)
 
 
 # Process-wide by design: the aliases named by decorated functions, for system check E010.

@@ -44,6 +44,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, signals
 
+from resee_perf import _freshness
 from resee_perf._keys import TAG, family_key, tag_part
 from resee_perf._redis import BUMP_SCRIPT, client_for, fresh_generation
 from resee_perf.conf import conf
@@ -247,11 +248,9 @@ def _bump_or_log(cache: str, tags: list[str]) -> None:
 def bump_now(cache: str, tags: list[str]) -> None:
     """One attempt at invalidating ``tags`` in cache alias ``cache``; raises what the cache
     (or the primary, for its write position) raises."""
-    from resee_perf import _write_positions
-
     # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
     # that reads the new generation also finds what a replica must have replayed.
-    _write_positions.record(caches[cache], tags)
+    _freshness.record(caches[cache], tags)
     bump_generations(caches[cache], tags)
 
 

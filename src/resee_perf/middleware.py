@@ -21,8 +21,9 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
 from resee_perf import _replicas
+from resee_perf._freshness import PRIMARY, WritePosition, remembered_for
 from resee_perf.conf import conf
-from resee_perf.routers import PRIMARY, WritePosition, routing_scope
+from resee_perf.routers import routing_scope
 
 _SALT = "resee_perf.middleware.StickyReadsMiddleware"
 # A genuine cookie is about 90 characters; anything much longer is not ours.
@@ -32,7 +33,7 @@ _MAX_COOKIE_LENGTH = 256
 def _cookie_lifetime() -> float:
     # Long enough that a replica within REPLICA_MAX_LAG_SECONDS has replayed the write by the
     # time the cookie expires, and STICKY_SECONDS where only the time is known.
-    return _replicas.routing_settings().write_memory
+    return remembered_for()
 
 
 def read_position(request: HttpRequest) -> WritePosition | None:
