@@ -21,12 +21,11 @@ from typing import Any
 
 from django.db import connections
 
-from resee_perf import _freshness, _refresh, metrics
+from resee_perf import _freshness, _generations, _refresh, metrics
 from resee_perf._cache_settings import hot_settings
 from resee_perf._entries import Entry, Garbage, Rejected, payload
 from resee_perf._options import Options
 from resee_perf._store import Store, Unavailable
-from resee_perf.invalidation import read_generations
 
 logger = logging.getLogger("resee_perf.cache")
 
@@ -262,15 +261,14 @@ class Policy:
     def compute(self, call: Call) -> Flow:
         """Run the body and store its value under the tag generations read before it ran."""
         store = call.store
-        generations: dict[str, int] | None = {}
-        if call.tags:
-            try:
-                # BEFORE the body: a write that commits while the body runs bumps a generation
-                # after this read, so the value stored below is already invalid (the stale-set
-                # race). Reading them after the body would make a stale value look current.
-                generations = store.guarded(lambda: read_generations(store.cache, call.tags))
-            except Unavailable:
-                generations = None
+        generations: list[int] | None
+        try:
+            # BEFORE the body: a write that commits while the body runs bumps a generation
+            # after this read, so the value stored below is already invalid (the stale-set
+            # race). Reading them after the body would make a stale value look current.
+            generations = store.guarded(lambda: _generations.read(store.cache, call.tag_keys))
+        except Unavailable:
+            generations = None
         started = _clock()
         # With replicas (resee_perf._freshness): read AFTER the generations, the write
         # positions of the invalidations they reflect; the body's reads go to a replica only
@@ -289,7 +287,7 @@ class Policy:
         entry = Entry(
             _clock() + self.options.ttl,
             delta,
-            tuple(generations[tag] for tag in call.tags) if generations is not None else (),
+            tuple(generations) if generations is not None else (),
             *stored,
         )
         blob = hot_settings().codec.encode(entry, call.key, self.name)

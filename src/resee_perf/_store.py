@@ -15,7 +15,8 @@ an invalidation then fails to store, since the key no longer holds what it saw.
 Both turn any backend failure into :class:`Unavailable` after telling the alias's circuit
 breaker, so the caller can fall back to calling the function.
 
-Redis restarts: every entry carries the generation of :data:`EPOCH_TAG`, read in the same MGET
+Redis restarts: every entry carries the generation of the cache's epoch
+(:func:`resee_perf._keys.epoch_key`), read in the same MGET
 as the entry. A Redis that comes back from an older state (an RDB snapshot or AOF restore, a
 failover to a replica that missed writes) holds old entries *and* the old generations that make
 them look valid, so a restart cannot be seen in the data. It is seen in the server's ``run_id``
@@ -42,6 +43,8 @@ from django.core.cache import BaseCache, caches
 
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
+from resee_perf._generations import parse
+from resee_perf._keys import epoch_key, run_id_key
 from resee_perf._redis import (
     BURY_SCRIPT,
     CONFIRM_EPOCH_SCRIPT,
@@ -50,7 +53,7 @@ from resee_perf._redis import (
     client_for,
     fresh_generation,
 )
-from resee_perf.invalidation import EPOCH_TAG, tag_key
+from resee_perf.conf import conf
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -136,17 +139,6 @@ class Store:
         raise NotImplementedError
 
 
-def _generation(value: Any) -> int | None:
-    if type(value) is int:
-        return value
-    if isinstance(value, bytes):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
-
-
 class RedisStore(Store):
     def __init__(self, alias: str, cache: BaseCache, client: Redis) -> None:
         super().__init__(alias, cache)
@@ -162,7 +154,7 @@ class RedisStore(Store):
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._client.mget(keys))
-        return values[0], [_generation(value) for value in values[1:]]
+        return values[0], [parse(value) for value in values[1:]]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         full_key = self.cache.make_key(key)
@@ -191,9 +183,6 @@ class RedisStore(Store):
         self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
 
 
-_MARKER_SUFFIX = ":run_id"
-
-
 def _run_id(info: Any) -> str:
     text = info.decode() if isinstance(info, bytes) else str(info)
     for line in text.splitlines():
@@ -202,8 +191,8 @@ def _run_id(info: Any) -> str:
     raise ValueError("INFO server has no run_id")
 
 
-def _pairs(keys: list[str]) -> list[str]:
-    return [name for key in keys for name in (key, key + _MARKER_SUFFIX)]
+def _pairs(keys: dict[str, str]) -> list[str]:
+    return [name for pair in keys.items() for name in pair]
 
 
 class _EpochWatch:
@@ -212,8 +201,9 @@ class _EpochWatch:
     def __init__(self, alias: str, previous: Callable[[AbstractConnection], None] | None) -> None:
         self.alias = alias
         self._previous = previous
-        # Full epoch keys used through this pool (aliases sharing a server, KEY_PREFIXes).
-        self.keys: dict[str, None] = {}
+        # Full epoch key -> full run_id marker key, for every KEY_PREFIX used through this
+        # pool (aliases sharing a server).
+        self.keys: dict[str, str] = {}
         self.warned = False
 
     def __call__(self, connection: AbstractConnection) -> None:
@@ -225,7 +215,7 @@ class _EpochWatch:
             connection.on_connect()  # type: ignore[no-untyped-call]
         from redis.exceptions import ResponseError  # the redis extra: installed if this runs
 
-        keys = list(self.keys)
+        keys = dict(self.keys)
         if not keys:
             return
         try:
@@ -244,7 +234,7 @@ class _EpochWatch:
         """The same check over an existing connection (when a key is first registered)."""
         from redis.exceptions import ResponseError
 
-        keys = list(self.keys)
+        keys = dict(self.keys)
         try:
             run_id = str(client.info("server")["run_id"])
         except (ResponseError, KeyError) as error:
@@ -283,7 +273,8 @@ _watch_lock = threading.Lock()
 def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
     """Check the epoch of ``cache`` on every new connection of ``client``'s pool, and now."""
     pool: ConnectionPool = client.connection_pool
-    key = cache.make_key(tag_key(EPOCH_TAG))
+    key = cache.make_key(epoch_key(conf.KEY_PREFIX))
+    marker = cache.make_key(run_id_key(conf.KEY_PREFIX))
     with _watch_lock:
         watch = getattr(pool, "_resee_perf_epoch_watch", None)
         if watch is None:
@@ -301,7 +292,7 @@ def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
                 connection.redis_connect_func = watch
         if key in watch.keys:
             return
-        watch.keys[key] = None
+        watch.keys[key] = marker
     try:
         # Connections opened before the key was known did not check it.
         watch.confirm(client)
@@ -315,7 +306,7 @@ def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
 class DjangoStore(Store):
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         found = self.guarded(lambda: self.cache.get_many([key, *tag_keys]))
-        return found.get(key), [_generation(found.get(tag)) for tag in tag_keys]
+        return found.get(key), [parse(found.get(tag)) for tag in tag_keys]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         if seen is None:

@@ -46,10 +46,18 @@ from resee_perf._cache_settings import serializer_for as serializer_for  # check
 from resee_perf._entries import Entry, UncacheableValue
 from resee_perf._flow import NO_HIT, Call, Policy, Unreachable, drive, drive_async, xfetch_early
 from resee_perf._freshness import primary_position
-from resee_perf._keys import ENTRY, LOCK, Template, bounded, family_key, safe_key
+from resee_perf._keys import (
+    ENTRY,
+    LOCK,
+    Template,
+    bounded,
+    epoch_key,
+    family_key,
+    safe_key,
+    tag_key,
+)
 from resee_perf._options import Options
 from resee_perf._store import new_tombstone, store_for
-from resee_perf.invalidation import EPOCH_TAG, tag_key
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "UncacheableValue", "cache_aside"]
 
@@ -60,10 +68,9 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 
-@functools.lru_cache(maxsize=4096)
-def _tag_key(prefix: str, tag: str) -> str:
-    """:func:`tag_key`, memoized per KEY_PREFIX: tags repeat on every hit."""
-    return tag_key(tag)
+# Tags repeat on every hit.
+_tag_key = functools.lru_cache(maxsize=4096)(tag_key)
+_epoch_key = functools.lru_cache(maxsize=16)(epoch_key)
 
 
 class _CacheAside:
@@ -156,9 +163,6 @@ class _CacheAside:
             metrics.report_cache(self.name, "bypass")
             return None
         key, tags = self.key_and_tags(args, kwargs, helper=False)
-        # Every entry also carries the cache's epoch (bumped when Redis comes back from an
-        # older state): read in the same MGET, so a hit stays one round trip.
-        tags = (*tags, EPOCH_TAG)
         if _pending.queue.any and _pending.queue.blocks(store.alias, key, tags):
             # An invalidation of this entry failed and is still being retried: the entry may
             # be one this process's own write made stale.
@@ -166,7 +170,10 @@ class _CacheAside:
             return None
         # The same body in the lock family (built, not replaced: KEY_PREFIX may hold ":c:").
         lock_key = family_key(hot.prefix, LOCK, key[len(hot.prefix) + len(ENTRY) + 2 :])
-        return Call(key, lock_key, tags, tuple(_tag_key(hot.prefix, tag) for tag in tags), store)
+        # Every entry also carries the cache's epoch (bumped when Redis comes back from an
+        # older state): read in the same MGET, so a hit stays one round trip.
+        tag_keys = (*(_tag_key(hot.prefix, tag) for tag in tags), _epoch_key(hot.prefix))
+        return Call(key, lock_key, tags, tag_keys, store)
 
     def bury(self, key: str) -> bool:
         """Replace the entry at ``key`` by a fresh tombstone: True if it held an entry."""

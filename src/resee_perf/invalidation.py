@@ -15,10 +15,11 @@ A generation key that is missing (never created, expired, evicted, or lost with 
 restart) is created with a random value rather than 0, so that an entry written under an
 evicted generation cannot become valid again when the key is recreated.
 
-Every entry also carries :data:`EPOCH_TAG`, a tag no write names: its generation changes when
-Redis comes back from an older state (a snapshot restore, a failover; see
-:mod:`resee_perf._store`) or when failed invalidations overflow their queue
-(:mod:`resee_perf._pending`), and then every entry written before is a miss.
+Every entry also carries the cache's epoch (:func:`resee_perf._keys.epoch_key`, a key family
+no tag can address): its generation changes when Redis comes back from an older state (a
+snapshot restore, a failover; see :mod:`resee_perf._store`) or when failed invalidations
+overflow their queue (:mod:`resee_perf._pending`), and then every entry written before is a
+miss. :mod:`resee_perf._generations` reads and bumps generations.
 
 An invalidation that fails (Redis down or hung) is not dropped: it waits in
 :mod:`resee_perf._pending` and is retried until it lands; meanwhile this process serves no entry
@@ -39,14 +40,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.apps import apps
 from django.conf import settings
-from django.core.cache import BaseCache, caches
+from django.core.cache import BaseCache
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Field, ForeignKey, Model, Q, signals
 
-from resee_perf import _freshness
-from resee_perf._keys import TAG, family_key, tag_part
-from resee_perf._redis import BUMP_SCRIPT, client_for, fresh_generation
+from resee_perf import _generations, _keys, _pending
 from resee_perf.conf import conf
 from resee_perf.metrics import report_invalidation
 
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
 __all__ = [
-    "EPOCH_TAG",
     "NotRegistered",
     "bump_generations",
     "invalidate_objects",
@@ -79,41 +77,12 @@ class NotRegistered(LookupError):
 
 def tag_key(tag: str) -> str:
     """The cache key (before the cache's own KEY_PREFIX/VERSION) holding ``tag``'s generation."""
-    return family_key(conf.KEY_PREFIX, TAG, tag_part(tag))
-
-
-# The tag every cache_aside entry carries (resee_perf.cache adds it): bumping it invalidates
-# every entry of the cache. Its key never expires (a TAG_TIMEOUT would turn every entry into a
-# miss at once); if it is evicted it is recreated at random like any generation.
-EPOCH_TAG = "resee_perf:epoch"
-
-
-def _tag_timeout(tag: str) -> int | None:
-    return None if tag == EPOCH_TAG else conf.TAG_TIMEOUT
+    return _keys.tag_key(conf.KEY_PREFIX, tag)
 
 
 def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
-    """The current generation of each tag, creating the missing ones. For the miss path."""
-    keys = {tag: tag_key(tag) for tag in tags}
-    found: Mapping[str, object] = cache.get_many(list(keys.values())) if keys else {}
-    generations: dict[str, int] = {}
-    missing: list[str] = []
-    for tag, key in keys.items():
-        value = found.get(key)
-        if isinstance(value, int):
-            generations[tag] = value
-        else:
-            missing.append(tag)
-    for tag in missing:
-        candidate = fresh_generation()
-        # add() is atomic (SET NX on Redis): if another process created the key first, its
-        # value wins and we read it back.
-        if cache.add(keys[tag], candidate, timeout=_tag_timeout(tag)):
-            generations[tag] = candidate
-        else:
-            value = cache.get(keys[tag])
-            generations[tag] = value if isinstance(value, int) else candidate
-    return generations
+    """The current generation of each tag, creating the missing ones."""
+    return dict(zip(tags, _generations.read(cache, [tag_key(tag) for tag in tags]), strict=True))
 
 
 def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
@@ -123,28 +92,7 @@ def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
     in one script call, one round trip; other backends get one ``incr`` per tag. Errors of the
     cache propagate: :func:`invalidate_tags` logs and counts them.
     """
-    unique = list(dict.fromkeys(tags))
-    keys = [tag_key(tag) for tag in unique]
-    if not keys:
-        return
-    client = client_for(cache)
-    if client is not None:
-        # The epoch key keeps no TTL (it is bumped alone: after a queue overflow).
-        timeout = None if EPOCH_TAG in unique else conf.TAG_TIMEOUT
-        ttl_ms = 0 if timeout is None else timeout * 1000
-        script = client.register_script(BUMP_SCRIPT)
-        script(
-            keys=[cache.make_key(key) for key in keys],
-            args=[ttl_ms, *(fresh_generation() for _ in keys)],
-        )
-        return
-    for tag, key in zip(unique, keys, strict=True):
-        try:
-            cache.incr(key)
-        except ValueError:
-            # Missing key: nothing can be valid under a generation nobody holds, but create one
-            # so that entries computed from now on record a definite value.
-            cache.add(key, fresh_generation(), timeout=_tag_timeout(tag))
+    _generations.bump(cache, [tag_key(tag) for tag in dict.fromkeys(tags)])
 
 
 # --- invalidate_tags: after commit -----------------------------------------------------------
@@ -222,11 +170,8 @@ def _joinable(connection: BaseDatabaseWrapper) -> _PendingInvalidation | None:
 
 
 def _bump_or_log(cache: str, tags: list[str]) -> None:
-    # Imported here: both import this module.
-    from resee_perf import _pending
-
     try:
-        bump_now(cache, tags)
+        _pending.bump_now(cache, tags)
     except Exception:
         # The write has committed and the database is the source of truth: a cache that is down
         # must not turn a successful write into an error. The bump waits in the pending queue,
@@ -243,15 +188,6 @@ def _bump_or_log(cache: str, tags: list[str]) -> None:
         _pending.add_tags(cache, tags)
     else:
         report_invalidation(cache, "ok", len(tags))
-
-
-def bump_now(cache: str, tags: list[str]) -> None:
-    """One attempt at invalidating ``tags`` in cache alias ``cache``; raises what the cache
-    (or the primary, for its write position) raises."""
-    # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
-    # that reads the new generation also finds what a replica must have replayed.
-    _freshness.record(caches[cache], tags)
-    bump_generations(caches[cache], tags)
 
 
 def _check_cache_alias(cache: str) -> None:
