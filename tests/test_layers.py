@@ -133,6 +133,21 @@ def test_no_module_passes_500_lines(module: str) -> None:
     assert len(MODULES[module].read_text().splitlines()) <= MAX_LINES
 
 
+MAX_CLASS_LINES = 170
+OVERSIZED_CLASSES = {
+    "_replicas._Replica": "not restructured yet (routing health checks)",
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_class_passes_about_150_lines(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and f"{module}.{node.name}" not in OVERSIZED_CLASSES:
+            lines = node.end_lineno - node.lineno + 1 if node.end_lineno else 0
+            assert lines <= MAX_CLASS_LINES, f"{module}.{node.name}: {lines} lines"
+
+
 def test_settings_do_not_import_back() -> None:
     """conf imports _deployment (for conf.DEPLOYMENT), which used to import conf back."""
     assert "conf" not in GRAPH["_deployment"]

@@ -103,6 +103,71 @@ class Call:
         self.seen_at = -math.inf  # never read: too old to store over an absent key
 
 
+# --- Reading and storing entries ---
+
+
+def read_entry(name: str, call: Call, *, report: bool = True) -> Entry | None:
+    before = time.monotonic()
+    raw, generations = call.store.read(call.key, call.tag_keys)
+    call.seen = raw
+    call.seen_at = before
+    try:
+        entry = hot_settings().codec.decode(raw, call.key)
+    except Rejected as error:
+        if report:
+            # Someone wrote to the cache without the signing key: worth an operator's look.
+            logger.warning("%s: %s at %s; recomputing", name, error, call.key)
+            metrics.report_entry_rejected(name)
+        raise
+    except Garbage as error:
+        if report:  # once per call, not again by the re-reads of the lock wait
+            logger.warning("%s: %s at %s; recomputing", name, error, call.key)
+            metrics.report_cache(name, "error")
+        raise
+    if entry is None or entry.generations != tuple(generations):
+        return None
+    return entry
+
+
+def reread(name: str, call: Call) -> Entry | None:
+    """Read again (lock waits, checks under the lock): garbage was reported by the first
+    read of the call, and is a missing entry here."""
+    try:
+        return read_entry(name, call, report=False)
+    except Garbage:
+        return None
+
+
+def release(call: Call, token: str) -> None:
+    # If the cache is gone, the lock expires after lock_timeout.
+    with contextlib.suppress(Unavailable):
+        call.store.release(call.lock_key, token)
+
+
+def store_entry(name: str, options: Options, call: Call, blob: bytes) -> None:
+    """Store the entry only if the key still holds what the last read before the body saw:
+    a write whose ``invalidate()`` (a tombstone) came after that read, or another caller's
+    store, makes this value the older one, and the caller gets it without it being stored."""
+    if call.seen is None and time.monotonic() - call.seen_at >= options.lock_seconds():
+        # An absent key proves nothing after a tombstone's life: one written after our read
+        # may have expired. Past lock_timeout this recompute has lost its lock anyway.
+        logger.warning(
+            "%s: the body ran for over lock_timeout (%.1f s); not storing %s. Raise "
+            "lock_timeout above the slowest body.",
+            name,
+            options.lock_seconds(),
+            call.key,
+        )
+        metrics.report_store_skipped(name, "slow")
+        return
+    try:
+        stored = call.store.write(call.key, blob, options.ttl + options.stale_ttl, call.seen)
+    except Unavailable:
+        return
+    if not stored:
+        metrics.report_store_skipped(name, "changed")
+
+
 class Policy:
     """The recompute policy of one decorated function (its name and options)."""
 
@@ -112,7 +177,7 @@ class Policy:
 
     def first_read(self, call: Call) -> Entry | Unreachable | None:
         try:
-            return self._read(call)
+            return read_entry(self.name, call)
         except Unavailable:
             return UNREACHABLE
         except Garbage:
@@ -168,7 +233,7 @@ class Policy:
             yield Sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, _MAX_POLL)
             try:
-                entry = self._reread(call)
+                entry = reread(self.name, call)
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield RUN)
@@ -176,36 +241,6 @@ class Policy:
                 metrics.report_lock_wait(self.name, time.monotonic() - started)
                 metrics.report_cache(self.name, "wait")
                 return entry.value()
-
-    def _read(self, call: Call, *, report: bool = True) -> Entry | None:
-        before = time.monotonic()
-        raw, generations = call.store.read(call.key, call.tag_keys)
-        call.seen = raw
-        call.seen_at = before
-        try:
-            entry = hot_settings().codec.decode(raw, call.key)
-        except Rejected as error:
-            if report:
-                # Someone wrote to the cache without the signing key: worth an operator's look.
-                logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
-                metrics.report_entry_rejected(self.name)
-            raise
-        except Garbage as error:
-            if report:  # once per call, not again by the re-reads of the lock wait
-                logger.warning("%s: %s at %s; recomputing", self.name, error, call.key)
-                metrics.report_cache(self.name, "error")
-            raise
-        if entry is None or entry.generations != tuple(generations):
-            return None
-        return entry
-
-    def _reread(self, call: Call) -> Entry | None:
-        """Read again (lock waits, checks under the lock): garbage was reported by the first
-        read of the call, and is a missing entry here."""
-        try:
-            return self._read(call, report=False)
-        except Garbage:
-            return None
 
     def _refresh_or_serve(self, call: Call, entry: Entry, result: str) -> Flow:
         """Start (or run) the refresh of a stale or early-expired entry if nobody else is."""
@@ -227,7 +262,7 @@ class Policy:
         try:
             # Check again: the previous holder may have stored the entry between our read and
             # our SET NX, and computing again would be the double recompute the lock prevents.
-            entry = self._reread(call)
+            entry = reread(self.name, call)
             if entry is not None and _clock() < entry.expiry:
                 metrics.report_cache(self.name, "wait" if waited else "hit")
                 return entry.value()
@@ -237,26 +272,21 @@ class Policy:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
         finally:
-            self._release(call, token)
+            release(call, token)
 
     def _refreshing(self, call: Call, token: str, seen: Entry) -> Flow:
         try:
             # The lock is free again as soon as a refresh has stored its entry, and a reader
             # that saw the old entry just before may take it: refresh only if the entry we
             # saw is still the current one.
-            current = self._reread(call)
+            current = reread(self.name, call)
             if current is not None and current.expiry > seen.expiry:
                 return current.value()
             return (yield from self.compute(call))
         except Unavailable:
             return seen.value()
         finally:
-            self._release(call, token)
-
-    def _release(self, call: Call, token: str) -> None:
-        # If the cache is gone, the lock expires after lock_timeout.
-        with contextlib.suppress(Unavailable):
-            call.store.release(call.lock_key, token)
+            release(call, token)
 
     def compute(self, call: Call) -> Flow:
         """Run the body and store its value under the tag generations read before it ran."""
@@ -292,39 +322,14 @@ class Policy:
         )
         blob = hot_settings().codec.encode(entry, call.key, self.name)
         if generations is not None:
-            self._store(call, blob)
+            store_entry(self.name, self.options, call, blob)
         return value
-
-    def _store(self, call: Call, blob: bytes) -> None:
-        """Store the entry only if the key still holds what the last read before the body saw:
-        a write whose ``invalidate()`` (a tombstone) came after that read, or another caller's
-        store, makes this value the older one, and the caller gets it without it being stored."""
-        if call.seen is None and time.monotonic() - call.seen_at >= self.options.lock_seconds():
-            # An absent key proves nothing after a tombstone's life: one written after our read
-            # may have expired. Past lock_timeout this recompute has lost its lock anyway.
-            logger.warning(
-                "%s: the body ran for over lock_timeout (%.1f s); not storing %s. Raise "
-                "lock_timeout above the slowest body.",
-                self.name,
-                self.options.lock_seconds(),
-                call.key,
-            )
-            metrics.report_store_skipped(self.name, "slow")
-            return
-        try:
-            stored = call.store.write(
-                call.key, blob, self.options.ttl + self.options.stale_ttl, call.seen
-            )
-        except Unavailable:
-            return
-        if not stored:
-            metrics.report_store_skipped(self.name, "changed")
 
     def refreshing_now(self, call: Call) -> Flow:
         """``refresh()``: read what the key holds (a store must still find it there), then
         compute and store, whatever the key held."""
         try:
-            self._reread(call)
+            reread(self.name, call)
         except Unavailable:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
