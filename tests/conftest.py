@@ -6,6 +6,26 @@ from collections.abc import Iterator
 
 import pytest
 
+# The test modules that need neither PostgreSQL nor Redis (nor a replica): `pytest -m "not
+# services"` runs them in seconds anywhere. Every other test is marked `services`.
+PURE_MODULES = frozenset(
+    {
+        "test_budget",
+        "test_conf",
+        "test_docs",
+        "test_entries",
+        "test_flow",
+        "test_keys",
+        "test_layers",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem not in PURE_MODULES:
+            item.add_marker(pytest.mark.services)
+
 
 @pytest.fixture(autouse=True)
 def _forget_cache_aside_functions_of_the_test() -> Iterator[None]:
