@@ -4,8 +4,8 @@ The router (:mod:`resee_perf.routers`) sends a read to a replica only once it ha
 every position this module says the read must see (:func:`has_replayed`); the positions come
 from:
 
-- the scope's own writes and the client's cookie (:mod:`resee_perf.middleware`, which stores
-  the primary's position after a request that wrote: :func:`primary_position`);
+- the client's earlier write, from its cookie (:mod:`resee_perf.middleware` stores the
+  primary's position after a request that wrote; the router pins a scope that wrote itself);
 - :func:`require`, around a cache recompute: the write positions recorded with the tag
   invalidations of its tags (:func:`record`, :func:`reads_after`), and the position an
   ``invalidate()`` tombstone holds (:func:`reads_after_tombstone`);
