@@ -31,17 +31,13 @@ logger = logging.getLogger("resee_perf.cache")
 
 # Injected by tests (resee_perf.testing) for deterministic expiry and XFetch draws; time.time
 # because expiries are compared across processes and machines.
-_clock: Callable[[], float] = time.time
-_random: Callable[[], float] = random.random
-
-
-def now() -> float:
-    return _clock()
+clock: Callable[[], float] = time.time
+draw: Callable[[], float] = random.random
 
 
 def xfetch_early(now: float, delta: float, beta: float, expiry: float) -> bool:
     """Vattani et al.'s test; ``1 - random()`` is in (0, 1], so the log is finite."""
-    return now - delta * beta * math.log(1.0 - _random()) >= expiry
+    return now - delta * beta * math.log(1.0 - draw()) >= expiry
 
 
 class Run:
@@ -191,7 +187,7 @@ class Policy:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
         if entry is not None:
-            now = _clock()
+            now = clock()
             if now < entry.expiry:
                 if early:
                     return (yield from self._refresh_or_serve(call, entry, "early"))
@@ -237,7 +233,7 @@ class Policy:
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield RUN)
-            if entry is not None and _clock() < entry.expiry + self.options.stale_ttl:
+            if entry is not None and clock() < entry.expiry + self.options.stale_ttl:
                 metrics.report_lock_wait(self.name, time.monotonic() - started)
                 metrics.report_cache(self.name, "wait")
                 return entry.value()
@@ -263,7 +259,7 @@ class Policy:
             # Check again: the previous holder may have stored the entry between our read and
             # our SET NX, and computing again would be the double recompute the lock prevents.
             entry = reread(self.name, call)
-            if entry is not None and _clock() < entry.expiry:
+            if entry is not None and clock() < entry.expiry:
                 metrics.report_cache(self.name, "wait" if waited else "hit")
                 return entry.value()
             metrics.report_cache(self.name, "miss")
@@ -299,7 +295,7 @@ class Policy:
             generations = store.guarded(lambda: _generations.read(store.cache, call.tag_keys))
         except Unavailable:
             generations = None
-        started = _clock()
+        started = clock()
         # With replicas (resee_perf._freshness): read AFTER the generations, the write
         # positions of the invalidations they reflect; the body's reads go to a replica only
         # once it has replayed them, so a lagging replica cannot refill an invalidated entry.
@@ -309,13 +305,13 @@ class Policy:
         ):
             value = yield RUN
         # The clock of the expiries, so that tests can drive both; a step back is no delta.
-        delta = max(0.0, _clock() - started)
+        delta = max(0.0, clock() - started)
         metrics.report_recompute(self.name, delta)
         stored = payload(value, self.name)
         if stored is None:
             return value
         entry = Entry(
-            _clock() + self.options.ttl,
+            clock() + self.options.ttl,
             delta,
             tuple(generations) if generations is not None else (),
             *stored,

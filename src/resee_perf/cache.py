@@ -89,6 +89,9 @@ class _CacheAside:
         self.alias = options.cache
         self.version = options.version
         self.policy = Policy(self.name, options)
+        # Read on every hit: one attribute each, as before the policy had its own class.
+        self.first_read = self.policy.first_read
+        self.beta = options.beta
         names: set[str] = set()
         self.key_template: Template | None = None
         self.key_function: Callable[..., str] | None = None
@@ -272,13 +275,13 @@ class CachedFunction(Generic[P, R_co]):
         The plain hit is the path that must cost no more than a raw ``cache.get``: inline,
         without the generator the other paths need."""
         aside = self._aside
-        entry = aside.policy.first_read(call)
+        entry = aside.first_read(call)
         if type(entry) is not Entry:
             return NO_HIT, entry, False
-        now = _flow.now()
+        now = _flow.clock()
         if now >= entry.expiry:
             return NO_HIT, entry, False
-        if aside.options.beta and xfetch_early(now, entry.delta, aside.options.beta, entry.expiry):
+        if aside.beta and xfetch_early(now, entry.delta, aside.beta, entry.expiry):
             return NO_HIT, entry, True
         metrics.report_cache(aside.name, "hit")
         return entry.value(), entry, False

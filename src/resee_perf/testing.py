@@ -28,19 +28,19 @@ __all__ = [
 def set_clock(clock: Callable[[], float]) -> None:
     """Make ``cache_aside`` read the wall-clock time (expiries, the time a body took) from
     ``clock`` instead of :func:`time.time`, until :func:`restore_time`."""
-    _flow._clock = clock
+    _flow.clock = clock
 
 
 def set_random(draw: Callable[[], float]) -> None:
     """Make ``cache_aside``'s XFetch draws (a float in [0, 1)) come from ``draw`` instead of
     :func:`random.random`, until :func:`restore_time`."""
-    _flow._random = draw
+    _flow.draw = draw
 
 
 def restore_time() -> None:
     """Undo :func:`set_clock` and :func:`set_random`."""
-    _flow._clock = time.time
-    _flow._random = random.random
+    _flow.clock = time.time
+    _flow.draw = random.random
 
 
 def wait_for_background_refreshes(timeout: float = 10.0) -> None:
