@@ -1,12 +1,11 @@
 """The budget's pure parts, with no service: a Deployment in, the arithmetic and the tables out.
 
-The module layout is tested too: ``pool`` is the public face of private modules, and the
-deployment setting no longer imports ``conf`` (which imports it).
+The module layout is tested too: ``pool`` is the public face of private modules (the import
+graph of the whole package: tests/test_layers.py).
 """
 
 from __future__ import annotations
 
-import ast
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -131,51 +130,3 @@ def test_every_public_name_is_importable_from_pool(name: str) -> None:
 def test_pool_exports_only_the_public_names() -> None:
     """The command and the checks import the rest from the private modules."""
     assert sorted(pool.__all__) == sorted(PUBLIC)
-
-
-BUDGET_MODULES = [
-    "conf", "_validators", "_deployment", "_databases", "_clients", "_budget", "_servers",
-    "_render", "_recommend", "pool",
-]  # fmt: skip
-
-
-def runtime_imports(module: str) -> set[str]:
-    """The resee_perf modules ``module`` imports at run time (not under TYPE_CHECKING)."""
-    tree = ast.parse((SRC / f"{module}.py").read_text())
-    type_only = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
-        for node in ast.walk(block)
-    }
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and id(node) not in type_only and node.module:
-            if node.module.startswith("resee_perf."):
-                imported.add(node.module.removeprefix("resee_perf."))
-            elif node.module == "resee_perf":
-                imported.update(alias.name for alias in node.names)
-    return imported & set(BUDGET_MODULES)
-
-
-def test_the_budget_modules_import_each_other_without_cycles() -> None:
-    """conf imports _deployment (for conf.DEPLOYMENT), which used to import conf back."""
-    graph = {module: runtime_imports(module) for module in BUDGET_MODULES}
-    assert "conf" not in graph["_deployment"]
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
-        if module in done:
-            return
-        for imported in graph[module]:
-            visit(imported, (*path, module))
-        done.add(module)
-
-    for module in BUDGET_MODULES:
-        visit(module, ())
-
-
-def test_no_budget_module_passes_500_lines() -> None:
-    for module in BUDGET_MODULES:
-        assert len((SRC / f"{module}.py").read_text().splitlines()) <= 500, module

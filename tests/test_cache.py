@@ -32,10 +32,10 @@ from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
 from rest_framework.views import APIView
 
-from resee_perf import UncacheableValue, cache_aside
-from resee_perf import cache as cache_module
+from resee_perf import UncacheableValue, cache_aside, testing
+from resee_perf._flow import xfetch_early
 from resee_perf._store import store_for
-from resee_perf.invalidation import bump_generations, tag_key
+from resee_perf._tag_invalidation import bump_generations, tag_key
 
 
 @pytest.fixture(autouse=True)
@@ -332,8 +332,8 @@ def test_xfetch_recomputes_early_with_the_probability_of_the_paper(
 ) -> None:
     # P(now - delta*beta*ln(rand) >= expiry) = exp(-gap / (delta*beta)) for gap = expiry - now.
     delta, draws = 0.1, 20_000
-    monkeypatch.setattr(cache_module, "_random", random.Random(1234).random)
-    early = sum(cache_module._xfetch_early(100.0 - gap, delta, beta, 100.0) for _ in range(draws))
+    testing.set_random(random.Random(1234).random)
+    early = sum(xfetch_early(100.0 - gap, delta, beta, 100.0) for _ in range(draws))
     expected = math.exp(-gap / (delta * beta))
     assert abs(early / draws - expected) < 0.015
 
@@ -349,7 +349,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(cache_module, "_clock", fake)
+    testing.set_clock(fake)
     return fake
 
 
@@ -364,7 +364,7 @@ def test_xfetch_in_a_call_uses_the_stored_delta_and_expiry(
         clock.now += 0.1  # the body takes 100 ms: delta = 0.1, expiry = start + 0.1 + 10
         return count()
 
-    monkeypatch.setattr(cache_module, "_random", lambda: next(draws))
+    testing.set_random(lambda: next(draws))
     assert xf() == 1
     expiry = clock.now + 10
     # 1 s before expiry, -0.1*ln(0.5) = 0.07 s of head start is not enough: a hit.
@@ -386,7 +386,7 @@ def test_beta_zero_never_recomputes_before_expiry(
         clock.now += 5  # a body as slow as half the TTL
         return count()
 
-    monkeypatch.setattr(cache_module, "_random", lambda: 0.999999999)
+    testing.set_random(lambda: 0.999999999)
     assert nox() == 1
     clock.now += 9.99
     assert nox() == 1
@@ -463,7 +463,7 @@ def test_a_failing_background_refresh_keeps_serving_the_old_entry(
     clock.now += 11
     with caplog.at_level("ERROR", logger="resee_perf.cache"):
         assert flaky() == 1
-        cache_module._refresh_executor().submit(lambda: None).result(5)  # drain
+        testing.wait_for_background_refreshes(5)
         for _ in range(100):
             if "background refresh failed" in caplog.text:
                 break
@@ -716,7 +716,7 @@ def test_results_are_counted() -> None:
 def _no_leaked_refresh_threads() -> Iterator[None]:
     yield
     # Background refreshes of this test finish before the next test's settings apply.
-    cache_module._refresh_executor().submit(lambda: None).result(10)
+    testing.wait_for_background_refreshes(10)
 
 
 def test_async_stale_entries_are_refreshed_in_a_task(clock: FakeClock) -> None:

@@ -22,7 +22,7 @@ from django.db import connections, transaction
 from prometheus_client import REGISTRY
 
 from resee_perf import cache as cache_module
-from resee_perf import cache_aside
+from resee_perf import cache_aside, testing
 from resee_perf._store import TOMBSTONE, new_tombstone, store_for, tombstone_position
 from resee_perf.routers import routing_scope
 from tests.replica import Replica
@@ -43,7 +43,7 @@ def prefix(settings: Any) -> str:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(cache_module, "_clock", fake)
+    testing.set_clock(fake)
     return fake
 
 
@@ -261,11 +261,11 @@ def test_an_early_refresh_that_read_before_invalidate_does_not_store(
 
     assert title(1) == "old"
     clock.now += 9  # 0.5 s before expiry; draw 0.999: -0.5 * ln(0.001) = 3.5 s of head start
-    monkeypatch.setattr(cache_module, "_random", lambda: 0.999)
+    testing.set_random(lambda: 0.999)
 
     assert database.race(lambda: title(1), lambda: title.invalidate(1)) == "old"
     wait_for_release("default", title.cache_key(1).replace(":c:", ":l:", 1))
-    monkeypatch.setattr(cache_module, "_random", lambda: 0.0)
+    testing.set_random(lambda: 0.0)
     assert title(1) == "new"
 
 
@@ -429,7 +429,7 @@ def test_after_invalidate_a_lagging_replica_does_not_refill_the_entry(
 
     settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": prefix}  # the replica's settings
     if not positions:
-        monkeypatch.setattr(cache_module, "_primary_position", lambda: None)
+        monkeypatch.setattr(cache_module, "primary_position", lambda: None)
     with routing_scope():
         assert category_names() == []
     with routing_scope():

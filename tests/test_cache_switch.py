@@ -17,10 +17,10 @@ from django.core.cache import caches
 from django.db import transaction
 from django.test import override_settings
 
-from resee_perf import cache_aside, invalidate_on, invalidate_tags, invalidation
+from resee_perf import cache_aside, invalidate_on, invalidate_tags, testing
+from resee_perf._tag_invalidation import bump_generations
 from resee_perf.cache import CachedFunction
 from resee_perf.checks import check_settings
-from resee_perf.invalidation import bump_generations
 from tests.test_cache import Counter, requests_counted
 from tests.test_cache_redis_server import PrivateRedis, commands
 from tests.test_cache_redis_server import private_redis as private_redis  # the fixture
@@ -111,10 +111,8 @@ def test_override_settings_toggles_the_switch_mid_process(settings: Any) -> None
 @pytest.fixture
 def registry() -> Iterator[None]:
     """``invalidate_on`` registrations made by a test do not outlive it."""
-    saved = {model: dict(regs) for model, regs in invalidation._registry.items()}
-    yield
-    invalidation._registry.clear()
-    invalidation._registry.update(saved)
+    with testing.isolated_registrations():
+        yield
 
 
 def rename_with_invalidate_on(group: Group, name: CachedFunction[[int], str]) -> None:

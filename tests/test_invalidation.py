@@ -26,14 +26,10 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from content.models import Category, Content
-from resee_perf import invalidate_objects, invalidate_on, invalidate_tags, invalidation
+from resee_perf import invalidate_objects, invalidate_on, invalidate_tags, testing
+from resee_perf._tag_invalidation import bump_generations, read_generations, tag_key
 from resee_perf.checks import check_invalidation_caches, check_invalidation_caches_deploy
-from resee_perf.invalidation import (
-    NotRegistered,
-    bump_generations,
-    read_generations,
-    tag_key,
-)
+from resee_perf.invalidation import NotRegistered
 
 transactional = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -49,10 +45,8 @@ def _clean_cache() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
     """Registrations made by a test do not outlive it (the example project's stay)."""
-    saved = {model: dict(regs) for model, regs in invalidation._registry.items()}
-    yield
-    invalidation._registry.clear()
-    invalidation._registry.update(saved)
+    with testing.isolated_registrations():
+        yield
 
 
 def generation(tag: str, cache: str = "default") -> int | None:

@@ -13,8 +13,9 @@ import pytest
 from django.core.cache import caches
 from django.db import transaction
 
-from resee_perf import cache_aside, invalidate_on, invalidation
+from resee_perf import _tag_invalidation, cache_aside, invalidate_on
 from resee_perf.checks import check_database_on_delete
+from resee_perf.testing import isolated_registrations
 
 if django.VERSION < (6, 1):
     pytest.skip("database-level on_delete is new in Django 6.1", allow_module_level=True)
@@ -28,18 +29,8 @@ transactional = pytest.mark.django_db(transaction=True)
 def _isolate() -> Iterator[None]:
     """Registrations made by a test do not outlive it; our own Redis database is flushed."""
     caches["default"].clear()
-    saved = (
-        {model: dict(regs) for model, regs in invalidation._registry.items()},
-        dict(invalidation._database_on_delete),
-        {target: dict(keys) for target, keys in invalidation._covered_targets.items()},
-    )
-    yield
-    invalidation._registry.clear()
-    invalidation._registry.update(saved[0])
-    invalidation._database_on_delete.clear()
-    invalidation._database_on_delete.update(saved[1])
-    invalidation._covered_targets.clear()
-    invalidation._covered_targets.update(saved[2])
+    with isolated_registrations():
+        yield
     caches["default"].clear()
 
 
@@ -105,13 +96,13 @@ def test_a_queryset_delete_of_parents_invalidates_each_parents_rows() -> None:
     shelves = [Shelf.objects.create(name=str(i)) for i in range(2)]
     for shelf in shelves:
         Book.objects.create(shelf=shelf, title=f"on {shelf.name}")
-    before = invalidation.read_generations(
+    before = _tag_invalidation.read_generations(
         caches["default"], [f"shelf:{s.pk}:books" for s in shelves]
     )
 
     Shelf.objects.filter(pk__in=[s.pk for s in shelves]).delete()
 
-    after = invalidation.read_generations(caches["default"], list(before))
+    after = _tag_invalidation.read_generations(caches["default"], list(before))
     assert all(after[tag] != before[tag] for tag in before)
 
 
@@ -121,7 +112,7 @@ def test_a_rolled_back_parent_delete_invalidates_nothing() -> None:
     shelf = Shelf.objects.create(name="s")
     Book.objects.create(shelf=shelf, title="a")
     tag = f"shelf:{shelf.pk}:books"
-    before = invalidation.read_generations(caches["default"], [tag])
+    before = _tag_invalidation.read_generations(caches["default"], [tag])
 
     def delete_then_fail() -> None:
         with transaction.atomic():
@@ -132,7 +123,7 @@ def test_a_rolled_back_parent_delete_invalidates_nothing() -> None:
         delete_then_fail()
 
     assert Book.objects.count() == 1
-    assert invalidation.read_generations(caches["default"], [tag]) == before
+    assert _tag_invalidation.read_generations(caches["default"], [tag]) == before
 
 
 @transactional
@@ -141,11 +132,11 @@ def test_a_database_set_null_invalidates_the_old_and_the_new_tags() -> None:
     shelf = Shelf.objects.create(name="s")
     note = Note.objects.create(shelf=shelf, text="n")
     tags = [f"note:{note.pk}", f"shelf:{shelf.pk}:notes", "shelf:None:notes"]
-    before = invalidation.read_generations(caches["default"], tags)
+    before = _tag_invalidation.read_generations(caches["default"], tags)
 
     shelf.delete()
 
     note.refresh_from_db()
     assert note.shelf_id is None
-    after = invalidation.read_generations(caches["default"], tags)
+    after = _tag_invalidation.read_generations(caches["default"], tags)
     assert {tag for tag in tags if after[tag] != before[tag]} == set(tags)

@@ -11,9 +11,21 @@ from django.core.exceptions import ImproperlyConfigured
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resee_perf._keys import LOCK, TAG, WRITE_POSITION, Template, encode_field, safe_key, tag_part
-from resee_perf._write_positions import position_key
-from resee_perf.invalidation import tag_key
+from resee_perf import _keys
+from resee_perf._freshness import position_key
+from resee_perf._keys import (
+    EPOCH,
+    LOCK,
+    TAG,
+    WRITE_POSITION,
+    Template,
+    encode_field,
+    epoch_key,
+    run_id_key,
+    safe_key,
+    tag_part,
+)
+from resee_perf._tag_invalidation import tag_key
 
 # What a key argument can be: ids, query strings (any text, None when absent), dates.
 _values = st.one_of(
@@ -77,6 +89,24 @@ def test_a_user_tag_cannot_address_an_internal_key() -> None:
     long = "t" * 500
     assert tag_part(tag_part(long)) != tag_part(long)
     assert tag_key("h." + tag_part(long)[1:]) != tag_key(long)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tag=st.one_of(
+        st.text(min_size=1),
+        st.sampled_from(["resee_perf:epoch", "resee_perf:epoch:run_id", "epoch", ":e:epoch"]),
+    ),
+    prefix=st.sampled_from(["", "app", "resee_perf", "x:e:y", "a:t:b"]),
+)
+def test_no_user_tag_produces_the_epoch_or_its_run_id_marker(tag: str, prefix: str) -> None:
+    # The epoch was once the tag "resee_perf:epoch", and its marker that tag's key + ":run_id":
+    # a user tag of either name addressed them.
+    internal = {epoch_key(prefix), run_id_key(prefix)}
+    assert _keys.tag_key(prefix, tag) not in internal
+    assert epoch_key(prefix).removeprefix(prefix).split(":")[1] == EPOCH
+    assert run_id_key(prefix).removeprefix(prefix).split(":")[1] == EPOCH
+    assert len({_keys.ENTRY, LOCK, TAG, WRITE_POSITION, EPOCH}) == 5
 
 
 def test_a_key_function_cannot_pose_as_a_digested_key() -> None:

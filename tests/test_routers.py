@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 
 from content.models import Category
 from resee_perf import _replicas
+from resee_perf._freshness import WritePosition
 from resee_perf.routers import (
     StickyReplicaRouter,
-    WritePosition,
     choose_read_alias,
     note_write,
     routing_scope,

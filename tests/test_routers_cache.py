@@ -16,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.test import override_settings
 
 from content.models import Category
-from resee_perf import _replicas, _write_positions
+from resee_perf import _freshness, _replicas
 from resee_perf.cache import cache_aside
 from resee_perf.invalidation import invalidate_tags
 from resee_perf.routers import choose_read_alias, routing_scope
@@ -47,7 +47,7 @@ def _sticky_and_empty_cache() -> Iterator[None]:
 def positions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """With the write positions, and without them (the proof that the tests can fail)."""
     if request.param == "no-positions":
-        monkeypatch.setattr(_write_positions, "record", lambda cache, tags: None)
+        monkeypatch.setattr(_freshness, "record", lambda cache, tags: None)
     return bool(request.param == "positions")
 
 
@@ -104,19 +104,19 @@ def test_entries_without_a_recent_invalidation_still_recompute_on_the_replica(
     with routing_scope():
         # Polled after the write: the replica has replayed the recorded position.
         _replicas.forget()
-        with _write_positions.reads_after(caches["default"], ["categories"]):
+        with _freshness.reads_after(caches["default"], ["categories"]):
             assert choose_read_alias() == (ALIAS, "replica")
 
 
 @pytest.mark.parametrize("alias", ["default", "locmem"], ids=["redis-lua", "no-compare-and-set"])
 def test_the_larger_position_is_kept(replica: Replica, alias: str) -> None:
     cache = caches[alias]
-    key = _write_positions.position_key("t")
+    key = _freshness.position_key("t")
     cache.set(key, 10**15)
-    _write_positions.record(cache, ["t"])
+    _freshness.record(cache, ["t"])
     assert cache.get(key) == 10**15
     cache.delete(key)
-    _write_positions.record(cache, ["t"])
+    _freshness.record(cache, ["t"])
     recorded = cache.get(key)
     assert isinstance(recorded, int)
     assert recorded <= replica.primary_lsn()
@@ -125,8 +125,8 @@ def test_the_larger_position_is_kept(replica: Replica, alias: str) -> None:
 def test_nothing_is_recorded_without_replicas(replica: Replica) -> None:
     cache = caches["default"]
     with override_settings(RESEE_PERF={}):
-        _write_positions.record(cache, ["t"])
-    assert cache.get(_write_positions.position_key("t")) is None
+        _freshness.record(cache, ["t"])
+    assert cache.get(_freshness.position_key("t")) is None
 
 
 def test_a_cache_error_sends_the_recompute_to_the_primary(replica: Replica) -> None:
@@ -136,6 +136,6 @@ def test_a_cache_error_sends_the_recompute_to_the_primary(replica: Replica) -> N
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
     }
     with override_settings(CACHES={**caches.settings, "down": down}), routing_scope():
-        with _write_positions.reads_after(caches["down"], ["t"]):
+        with _freshness.reads_after(caches["down"], ["t"]):
             assert choose_read_alias() == (DEFAULT_DB_ALIAS, "forced")
         assert choose_read_alias() == (ALIAS, "replica")

@@ -10,8 +10,10 @@ Two promises, both tested (tests/test_keys.py):
   identified by its text: ``7`` and ``"7"`` share a key on purpose (URL kwargs are ints, query
   parameters strings, and ``invalidate(user_id="7")`` must find the entry).
 - **Separate families.** Every key the library writes is ``<KEY_PREFIX>:<family>:...`` with a
-  one-letter family (:data:`ENTRY`, :data:`LOCK`, :data:`TAG`, :data:`WRITE_POSITION`), and user
-  parts only ever come after the family: no tag or key argument can produce another family's key.
+  one-letter family (:data:`ENTRY`, :data:`LOCK`, :data:`TAG`, :data:`WRITE_POSITION`,
+  :data:`EPOCH`), and user parts only ever come after the family: no tag or key argument can
+  produce another family's key. The cache's epoch and its run_id marker have a family of their
+  own, which takes no user part at all.
 
 Format specs and conversions (``{a:d}``, ``{a!r}``) are refused at decoration time: applied to a
 value of another type than the author expected (a query string is a str) they raise in a view,
@@ -33,6 +35,7 @@ ENTRY = "c"
 LOCK = "l"
 TAG = "t"
 WRITE_POSITION = "w"
+EPOCH = "e"
 
 # A field's text goes into a key as is when it is short printable ASCII other than space and
 # the characters the encoding reserves: '{' '}' (field bounds), '%' (escapes), '#' (a digest
@@ -97,8 +100,23 @@ def tag_part(tag: str) -> str:
         or tag.startswith("#")
         or any(c.isspace() for c in tag)
     ):
-        return "#" + hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
+        return "#" + digest(tag)
     return tag
+
+
+def tag_key(prefix: str, tag: str) -> str:
+    """The key (before the cache's own KEY_PREFIX/VERSION) of ``tag``'s generation."""
+    return family_key(prefix, TAG, tag_part(tag))
+
+
+def epoch_key(prefix: str) -> str:
+    """The key of the cache's epoch, a generation every entry carries (resee_perf._store)."""
+    return family_key(prefix, EPOCH, "epoch")
+
+
+def run_id_key(prefix: str) -> str:
+    """The key naming the Redis server (its run_id) that the epoch was last confirmed on."""
+    return family_key(prefix, EPOCH, "run_id")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ it waits here, and a background thread retries it with backoff (50 ms doubling u
   bypasses the cache for those calls): else the writer's own next request, arriving after
   Redis answers again but before the retry lands, would read the value it just replaced.
 - Bounded: ``RESEE_PERF['INVALIDATION_QUEUE_SIZE']`` tags and keys per alias. On overflow
-  everything pending for the alias is replaced by one bump of :data:`EPOCH_TAG`, which every
-  entry carries: all entries of the cache become misses when it lands, and until then this
-  process bypasses that cache entirely. Counted in ``resee_perf_invalidation_overflows_total``.
+  everything pending for the alias is replaced by one bump of the cache's epoch
+  (:func:`resee_perf._keys.epoch_key`), which every entry carries: all entries of the cache
+  become misses when it lands, and until then this process bypasses that cache entirely.
+  Counted in ``resee_perf_invalidation_overflows_total``.
 
 Held in memory: an invalidation still pending when its process exits is lost (logged), and the
 entries it covered stay valid until they expire.
@@ -28,13 +29,14 @@ import os
 import threading
 from collections.abc import Iterable
 
+from django.core.cache import caches
 from django.db import connections
 
-from resee_perf import _replicas, metrics
+from resee_perf import _freshness, _generations, metrics
+from resee_perf._freshness import primary_position
+from resee_perf._keys import epoch_key, tag_key
 from resee_perf._store import new_tombstone, store_for
 from resee_perf.conf import conf
-from resee_perf.invalidation import EPOCH_TAG, bump_now
-from resee_perf.routers import PRIMARY
 
 logger = logging.getLogger("resee_perf.invalidation")
 
@@ -45,14 +47,15 @@ class _Alias:
     """What is pending for one cache alias. Values are sequence numbers, so that an item queued
     again while a retry of it was under way stays queued."""
 
-    __slots__ = ("keys", "tags")
+    __slots__ = ("epoch", "keys", "tags")
 
     def __init__(self) -> None:
         self.tags: dict[str, int] = {}
         self.keys: dict[str, tuple[int, float]] = {}  # key -> (sequence, tombstone seconds)
+        self.epoch = 0  # the sequence of a pending epoch bump; 0: none
 
     def size(self) -> int:
-        return len(self.tags) + len(self.keys)
+        return len(self.tags) + len(self.keys) + bool(self.epoch)
 
 
 class PendingInvalidations:
@@ -93,8 +96,9 @@ class PendingInvalidations:
         # One epoch bump invalidates every entry, so it stands for every tag and key it drops.
         dropped = pending.size()
         self._sequence += 1
-        pending.tags = {EPOCH_TAG: self._sequence}
+        pending.tags = {}
         pending.keys = {}
+        pending.epoch = self._sequence
         logger.error(
             "More than %d invalidations of cache %r are pending; replaced by one bump of the "
             "cache's epoch: every entry is a miss once it lands, and this process bypasses the "
@@ -119,6 +123,8 @@ class PendingInvalidations:
         pending = self._aliases.get(alias)
         if pending is None:
             return False
+        if pending.epoch:
+            return True  # every entry carries the epoch
         # Dict reads: safe without the lock (the GIL makes each atomic); a tag queued an
         # instant after this check belongs to a write this call did not follow.
         if key in pending.keys:
@@ -130,6 +136,12 @@ class PendingInvalidations:
         with self._lock:
             pending = self._aliases.get(alias) or _Alias()
             return list(pending.tags), list(pending.keys)
+
+    def epoch_pending(self, alias: str) -> bool:
+        """Whether a bump of ``alias``'s epoch (after an overflow) is still pending."""
+        with self._lock:
+            pending = self._aliases.get(alias)
+            return pending is not None and bool(pending.epoch)
 
     # --- the retry thread ---
 
@@ -162,19 +174,20 @@ class PendingInvalidations:
         """Try every pending invalidation once; True if all of them landed."""
         with self._lock:
             work = {
-                alias: (dict(pending.tags), dict(pending.keys))
+                alias: (dict(pending.tags), dict(pending.keys), pending.epoch)
                 for alias, pending in self._aliases.items()
                 if pending.size()
             }
         all_landed = True
-        for alias, (tags, keys) in work.items():
+        for alias, (tags, keys, epoch) in work.items():
             try:
-                _retry(alias, list(tags), {key: seconds for key, (_, seconds) in keys.items()})
+                keys_seconds = {key: seconds for key, (_, seconds) in keys.items()}
+                _retry(alias, list(tags), keys_seconds, epoch=bool(epoch))
             except Exception as error:
                 all_landed = False
                 logger.info(
                     "Retrying %d invalidation(s) of cache %r failed (%s); trying again.",
-                    len(tags) + len(keys),
+                    len(tags) + len(keys) + bool(epoch),
                     alias,
                     error,
                 )
@@ -189,11 +202,12 @@ class PendingInvalidations:
                         current = pending.keys.get(key)
                         if current is not None and current[0] == sequence:
                             del pending.keys[key]
+                    if epoch and pending.epoch == epoch:
+                        pending.epoch = 0
                 self._changed()
-            logger.warning(
-                "Cache %r: %d pending invalidation(s) landed.", alias, len(tags) + len(keys)
-            )
-            metrics.report_invalidation(alias, "retried", len(tags) + len(keys))
+            landed_count = len(tags) + len(keys) + bool(epoch)
+            logger.warning("Cache %r: %d pending invalidation(s) landed.", alias, landed_count)
+            metrics.report_invalidation(alias, "retried", landed_count)
         return all_landed
 
     def clear(self) -> None:
@@ -212,13 +226,24 @@ class PendingInvalidations:
             )
 
 
-def _retry(alias: str, tags: list[str], keys: dict[str, float]) -> None:
+def bump_now(cache: str, tags: list[str]) -> None:
+    """One attempt at invalidating ``tags`` in cache alias ``cache``; raises what the cache
+    (or the primary, for its write position) raises."""
+    # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
+    # that reads the new generation also finds what a replica must have replayed.
+    _freshness.record(caches[cache], tags)
+    _generations.bump(caches[cache], [tag_key(conf.KEY_PREFIX, tag) for tag in tags])
+
+
+def _retry(alias: str, tags: list[str], keys: dict[str, float], *, epoch: bool) -> None:
+    if epoch:
+        _generations.bump(caches[alias], [epoch_key(conf.KEY_PREFIX)])
     if tags:
         bump_now(alias, tags)
     if keys:
         store = store_for(alias)
         # With replicas, the primary's position now: after every write these keys follow.
-        position = _replicas.primary_lsn(PRIMARY) if _replicas.routing_settings().replicas else None
+        position = primary_position()
         for key, seconds in keys.items():
             store.bury(key, new_tombstone(position), seconds)
 

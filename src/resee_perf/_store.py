@@ -15,7 +15,8 @@ an invalidation then fails to store, since the key no longer holds what it saw.
 Both turn any backend failure into :class:`Unavailable` after telling the alias's circuit
 breaker, so the caller can fall back to calling the function.
 
-Redis restarts: every entry carries the generation of :data:`EPOCH_TAG`, read in the same MGET
+Redis restarts: every entry carries the generation of the cache's epoch
+(:func:`resee_perf._keys.epoch_key`), read in the same MGET
 as the entry. A Redis that comes back from an older state (an RDB snapshot or AOF restore, a
 failover to a replica that missed writes) holds old entries *and* the old generations that make
 them look valid, so a restart cannot be seen in the data. It is seen in the server's ``run_id``
@@ -42,7 +43,17 @@ from django.core.cache import BaseCache, caches
 
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
-from resee_perf.invalidation import EPOCH_TAG, _fresh_generation, _redis_client, tag_key
+from resee_perf._generations import parse
+from resee_perf._keys import epoch_key, run_id_key
+from resee_perf._redis import (
+    BURY_SCRIPT,
+    CONFIRM_EPOCH_SCRIPT,
+    RELEASE_SCRIPT,
+    STORE_IF_UNCHANGED_SCRIPT,
+    client_for,
+    fresh_generation,
+)
+from resee_perf.conf import conf
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -52,41 +63,10 @@ logger = logging.getLogger("resee_perf.cache")
 
 T = TypeVar("T")
 
-# Deletes the lock only if it still holds our token: a holder that outlived lock_timeout must
-# not delete the lock a later caller acquired (https://redis.io/docs/latest/commands/set/).
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
 # What invalidate() leaves where an entry was: this prefix and a random token, so that no two
 # tombstones are equal and a recompute that saw one can tell whether another replaced it.
 # Entries start with b"rp\x01" (resee_perf.cache), so neither can pass for the other.
 TOMBSTONE = b"rp\x00"
-
-# Stores the entry only if the key still holds what the recompute saw before its body ran
-# (compared by SHA-1, so that a large entry is not sent back). Absent keys use SET NX instead.
-_STORE_IF_UNCHANGED_SCRIPT = """
-local current = redis.call('get', KEYS[1])
-if not current or redis.sha1hex(current) ~= ARGV[1] then
-    return 0
-end
-redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
-return 1
-"""
-
-# Replaces whatever the key holds by a tombstone; 1 if it held something else than a tombstone.
-_BURY_SCRIPT = """
-local old = redis.call('get', KEYS[1])
-redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
-if old and string.sub(old, 1, #ARGV[3]) ~= ARGV[3] then
-    return 1
-end
-return 0
-"""
-
 
 _TOKEN_BYTES = 16
 
@@ -159,17 +139,6 @@ class Store:
         raise NotImplementedError
 
 
-def _generation(value: Any) -> int | None:
-    if type(value) is int:
-        return value
-    if isinstance(value, bytes):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
-
-
 class RedisStore(Store):
     def __init__(self, alias: str, cache: BaseCache, client: Redis) -> None:
         super().__init__(alias, cache)
@@ -179,13 +148,13 @@ class RedisStore(Store):
         # Tags repeat on every hit; this store lives as long as its cache object.
         self._full_tag_key = functools.lru_cache(maxsize=4096)(cache.make_key)
         # EVALSHA, loading the script on the first NOSCRIPT (redis-py's Script).
-        self._store_if_unchanged = client.register_script(_STORE_IF_UNCHANGED_SCRIPT)
-        self._bury = client.register_script(_BURY_SCRIPT)
+        self._store_if_unchanged = client.register_script(STORE_IF_UNCHANGED_SCRIPT)
+        self._bury = client.register_script(BURY_SCRIPT)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._client.mget(keys))
-        return values[0], [_generation(value) for value in values[1:]]
+        return values[0], [parse(value) for value in values[1:]]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         full_key = self.cache.make_key(key)
@@ -211,28 +180,7 @@ class RedisStore(Store):
 
     def release(self, key: str, token: str) -> None:
         full_key = self.cache.make_key(key)
-        self.guarded(lambda: self._client.eval(_RELEASE_SCRIPT, 1, full_key, token))
-
-
-# For each (epoch key, marker key) pair: unless the marker holds this server's run_id, give
-# the epoch a new random value (ARGV[2]) and the marker the run_id. A missing marker counts as a
-# different server (an empty restart, a key nobody confirmed yet). Returns how many epochs
-# that existed were replaced: a missing one had no entries to retire.
-_CONFIRM_EPOCH_SCRIPT = """
-local changed = 0
-for i = 1, #KEYS, 2 do
-    if redis.call('get', KEYS[i + 1]) ~= ARGV[1] then
-        if redis.call('exists', KEYS[i]) == 1 then
-            changed = changed + 1
-        end
-        redis.call('set', KEYS[i], ARGV[2])
-        redis.call('set', KEYS[i + 1], ARGV[1])
-    end
-end
-return changed
-"""
-
-_MARKER_SUFFIX = ":run_id"
+        self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
 
 
 def _run_id(info: Any) -> str:
@@ -243,8 +191,8 @@ def _run_id(info: Any) -> str:
     raise ValueError("INFO server has no run_id")
 
 
-def _pairs(keys: list[str]) -> list[str]:
-    return [name for key in keys for name in (key, key + _MARKER_SUFFIX)]
+def _pairs(keys: dict[str, str]) -> list[str]:
+    return [name for pair in keys.items() for name in pair]
 
 
 class _EpochWatch:
@@ -253,8 +201,9 @@ class _EpochWatch:
     def __init__(self, alias: str, previous: Callable[[AbstractConnection], None] | None) -> None:
         self.alias = alias
         self._previous = previous
-        # Full epoch keys used through this pool (aliases sharing a server, KEY_PREFIXes).
-        self.keys: dict[str, None] = {}
+        # Full epoch key -> full run_id marker key, for every KEY_PREFIX used through this
+        # pool (aliases sharing a server).
+        self.keys: dict[str, str] = {}
         self.warned = False
 
     def __call__(self, connection: AbstractConnection) -> None:
@@ -266,7 +215,7 @@ class _EpochWatch:
             connection.on_connect()  # type: ignore[no-untyped-call]
         from redis.exceptions import ResponseError  # the redis extra: installed if this runs
 
-        keys = list(self.keys)
+        keys = dict(self.keys)
         if not keys:
             return
         try:
@@ -277,7 +226,7 @@ class _EpochWatch:
             return
         pairs = _pairs(keys)
         connection.send_command(  # type: ignore[no-untyped-call]
-            "EVAL", _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
+            "EVAL", CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, fresh_generation()
         )
         self._report(connection.read_response(), run_id)
 
@@ -285,16 +234,14 @@ class _EpochWatch:
         """The same check over an existing connection (when a key is first registered)."""
         from redis.exceptions import ResponseError
 
-        keys = list(self.keys)
+        keys = dict(self.keys)
         try:
             run_id = str(client.info("server")["run_id"])
         except (ResponseError, KeyError) as error:
             self._cannot_check(error)
             return
         pairs = _pairs(keys)
-        changed = client.eval(
-            _CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, _fresh_generation()
-        )
+        changed = client.eval(CONFIRM_EPOCH_SCRIPT, len(pairs), *pairs, run_id, fresh_generation())
         self._report(changed, run_id)
 
     def _cannot_check(self, error: Exception) -> None:
@@ -326,7 +273,8 @@ _watch_lock = threading.Lock()
 def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
     """Check the epoch of ``cache`` on every new connection of ``client``'s pool, and now."""
     pool: ConnectionPool = client.connection_pool
-    key = cache.make_key(tag_key(EPOCH_TAG))
+    key = cache.make_key(epoch_key(conf.KEY_PREFIX))
+    marker = cache.make_key(run_id_key(conf.KEY_PREFIX))
     with _watch_lock:
         watch = getattr(pool, "_resee_perf_epoch_watch", None)
         if watch is None:
@@ -344,7 +292,7 @@ def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
                 connection.redis_connect_func = watch
         if key in watch.keys:
             return
-        watch.keys[key] = None
+        watch.keys[key] = marker
     try:
         # Connections opened before the key was known did not check it.
         watch.confirm(client)
@@ -358,7 +306,7 @@ def watch_epoch(alias: str, cache: BaseCache, client: Redis) -> None:
 class DjangoStore(Store):
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         found = self.guarded(lambda: self.cache.get_many([key, *tag_keys]))
-        return found.get(key), [_generation(found.get(tag)) for tag in tag_keys]
+        return found.get(key), [parse(found.get(tag)) for tag in tag_keys]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         if seen is None:
@@ -412,7 +360,7 @@ def store_for(alias: str) -> Store:
     store = stores.get(alias)
     if store is None:
         cache = caches[alias]
-        client = _redis_client(cache)
+        client = client_for(cache)
         if client is None:
             store = DjangoStore(alias, cache)
         else:

@@ -15,10 +15,11 @@ A generation key that is missing (never created, expired, evicted, or lost with 
 restart) is created with a random value rather than 0, so that an entry written under an
 evicted generation cannot become valid again when the key is recreated.
 
-Every entry also carries :data:`EPOCH_TAG`, a tag no write names: its generation changes when
-Redis comes back from an older state (a snapshot restore, a failover; see
-:mod:`resee_perf._store`) or when failed invalidations overflow their queue
-(:mod:`resee_perf._pending`), and then every entry written before is a miss.
+Every entry also carries the cache's epoch (:func:`resee_perf._keys.epoch_key`, a key family
+no tag can address): its generation changes when Redis comes back from an older state (a
+snapshot restore, a failover; see :mod:`resee_perf._store`) or when failed invalidations
+overflow their queue (:mod:`resee_perf._pending`), and then every entry written before is a
+miss. :mod:`resee_perf._generations` reads and bumps generations.
 
 An invalidation that fails (Redis down or hung) is not dropped: it waits in
 :mod:`resee_perf._pending` and is retried until it lands; meanwhile this process serves no entry
@@ -33,38 +34,29 @@ writes that send no signals. docs/invalidation.md explains the model for users.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.apps import apps
-from django.conf import settings
-from django.core.cache import BaseCache, caches
-from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Field, ForeignKey, Model, Q, deletion, signals
-from django.db.models.fields.related import lazy_related_operation
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Field, ForeignKey, Model, Q, signals
 
-from resee_perf._keys import TAG, family_key, tag_part
-from resee_perf.conf import conf
-from resee_perf.metrics import report_invalidation
+from resee_perf import _db_on_delete
+from resee_perf._tag_invalidation import (
+    check_cache_alias,
+    invalidate_tags,
+)
 
 if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-    from redis import Redis
+    pass
 
 __all__ = [
-    "EPOCH_TAG",
     "NotRegistered",
-    "bump_generations",
     "invalidate_objects",
     "invalidate_on",
     "invalidate_tags",
-    "read_generations",
-    "tag_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,241 +67,6 @@ TagsFunction = Callable[[M], Iterable[str]]
 
 class NotRegistered(LookupError):
     """:func:`invalidate_objects` got an object whose model has no :func:`invalidate_on`."""
-
-
-# --- Tag generations -------------------------------------------------------------------------
-
-
-def tag_key(tag: str) -> str:
-    """The cache key (before the cache's own KEY_PREFIX/VERSION) holding ``tag``'s generation."""
-    return family_key(conf.KEY_PREFIX, TAG, tag_part(tag))
-
-
-# The tag every cache_aside entry carries (resee_perf.cache adds it): bumping it invalidates
-# every entry of the cache. Its key never expires (a TAG_TIMEOUT would turn every entry into a
-# miss at once); if it is evicted it is recreated at random like any generation.
-EPOCH_TAG = "resee_perf:epoch"
-
-
-def _tag_timeout(tag: str) -> int | None:
-    return None if tag == EPOCH_TAG else conf.TAG_TIMEOUT
-
-
-def _fresh_generation() -> int:
-    # 62 bits: stays an int in every backend, leaves 2**62 increments before INCR overflows,
-    # and collides with an evicted generation with negligible probability.
-    return secrets.randbits(62)
-
-
-def read_generations(cache: BaseCache, tags: Sequence[str]) -> dict[str, int]:
-    """The current generation of each tag, creating the missing ones. For the miss path."""
-    keys = {tag: tag_key(tag) for tag in tags}
-    found: Mapping[str, object] = cache.get_many(list(keys.values())) if keys else {}
-    generations: dict[str, int] = {}
-    missing: list[str] = []
-    for tag, key in keys.items():
-        value = found.get(key)
-        if isinstance(value, int):
-            generations[tag] = value
-        else:
-            missing.append(tag)
-    for tag in missing:
-        candidate = _fresh_generation()
-        # add() is atomic (SET NX on Redis): if another process created the key first, its
-        # value wins and we read it back.
-        if cache.add(keys[tag], candidate, timeout=_tag_timeout(tag)):
-            generations[tag] = candidate
-        else:
-            value = cache.get(keys[tag])
-            generations[tag] = value if isinstance(value, int) else candidate
-    return generations
-
-
-# One script call bumps every tag of an invalidation: one round trip, and atomic per key, so a
-# key cannot expire between the existence check and the INCR (INCR on a missing key would
-# restart it at 1, a value an evicted generation may have had). A value INCR rejects (not an
-# integer, or at the 64-bit limit) is replaced too: any new value invalidates.
-_BUMP_LUA = """
-local ttl = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  local bumped = redis.call('EXISTS', key) == 1 and redis.pcall('INCR', key)
-  if type(bumped) ~= 'number' then
-    if ttl > 0 then
-      redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
-    else
-      redis.call('SET', key, ARGV[i + 1])
-    end
-  end
-end
-return #KEYS
-"""
-
-
-def bump_generations(cache: BaseCache, tags: Iterable[str]) -> None:
-    """Invalidate every entry recorded under ``tags``: one INCR per tag.
-
-    On Redis (django-redis's default or Sentinel client, or Django's own backend) all tags go
-    in one script call, one round trip; other backends get one ``incr`` per tag. Errors of the
-    cache propagate: :func:`invalidate_tags` logs and counts them.
-    """
-    unique = list(dict.fromkeys(tags))
-    keys = [tag_key(tag) for tag in unique]
-    if not keys:
-        return
-    client = _redis_client(cache)
-    if client is not None:
-        # The epoch key keeps no TTL (it is bumped alone: after a queue overflow).
-        timeout = None if EPOCH_TAG in unique else conf.TAG_TIMEOUT
-        ttl_ms = 0 if timeout is None else timeout * 1000
-        script = client.register_script(_BUMP_LUA)
-        script(
-            keys=[cache.make_key(key) for key in keys],
-            args=[ttl_ms, *(_fresh_generation() for _ in keys)],
-        )
-        return
-    for tag, key in zip(unique, keys, strict=True):
-        try:
-            cache.incr(key)
-        except ValueError:
-            # Missing key: nothing can be valid under a generation nobody holds, but create one
-            # so that entries computed from now on record a definite value.
-            cache.add(key, _fresh_generation(), timeout=_tag_timeout(tag))
-
-
-def _redis_client(cache: BaseCache) -> Redis | None:
-    """The redis-py client that writes ``cache``'s keys, or None if it is not a plain Redis."""
-    if isinstance(cache, DjangoRedisCache):
-        return cache._cache.get_client(write=True)
-    try:
-        from django_redis.cache import RedisCache
-        from django_redis.client import DefaultClient, HerdClient, ShardClient
-    except ImportError:  # pragma: no cover - the redis extra is not installed
-        return None
-    if not isinstance(cache, RedisCache):
-        return None
-    client = cache.client
-    # The herd client wraps every value (INCR cannot work on them) and the shard client spreads
-    # keys over servers (one script cannot see them all): both go through the cache API.
-    if isinstance(client, DefaultClient) and not isinstance(client, HerdClient | ShardClient):
-        return client.get_client(write=True)  # type: ignore[no-any-return]
-    return None
-
-
-# --- invalidate_tags: after commit -----------------------------------------------------------
-
-
-def invalidate_tags(*tags: str, using: str | None = None, cache: str | None = None) -> None:
-    """Invalidate every entry cached under any of ``tags``.
-
-    Inside ``transaction.atomic`` on the database ``using`` (default: ``"default"``), this runs
-    after the transaction commits, and not at all if it (or the savepoint around this call)
-    rolls back; outside a transaction it runs at once. ``cache`` is a cache alias (default:
-    ``RESEE_PERF['CACHE_ALIAS']``). A cache error never reaches the caller: it is logged on
-    ``resee_perf.invalidation`` and counted in ``resee_perf_invalidations_total``.
-    """
-    for tag in tags:
-        if not isinstance(tag, str) or not tag:
-            raise TypeError(
-                f"invalidate_tags() takes tags as separate non-empty strings, got {tag!r}; "
-                "unpack a list with invalidate_tags(*tags)."
-            )
-    if cache is not None:
-        _check_cache_alias(cache)
-    if tags:
-        _after_commit(using, cache, tags)
-
-
-class _PendingInvalidation:
-    """The tags to invalidate when one transaction commits: an ``on_commit`` callback."""
-
-    __slots__ = ("tags",)
-
-    def __init__(self) -> None:
-        # cache alias (None: RESEE_PERF['CACHE_ALIAS'] when it runs) -> tags, in order, once.
-        self.tags: dict[str | None, dict[str, None]] = {}
-
-    def add(self, cache: str | None, tags: Iterable[str]) -> None:
-        self.tags.setdefault(cache, {}).update(dict.fromkeys(tags))
-
-    def __call__(self) -> None:
-        for cache, tags in self.tags.items():
-            _bump_or_log(cache or conf.CACHE_ALIAS, list(tags))
-
-
-def _after_commit(using: str | None, cache: str | None, tags: Iterable[str]) -> None:
-    connection = transaction.get_connection(using)
-    pending = _joinable(connection)
-    if pending is None:
-        pending = _PendingInvalidation()
-        pending.add(cache, tags)
-        # Runs pending at once when no transaction is open on this connection.
-        transaction.on_commit(pending, using=using)
-    else:
-        pending.add(cache, tags)
-
-
-def _joinable(connection: BaseDatabaseWrapper) -> _PendingInvalidation | None:
-    """The pending invalidation that tags registered now can join, so that a transaction saving
-    many rows costs one round trip after commit rather than one per row.
-
-    Django keeps ``(savepoint ids, callback, robust)`` per ``on_commit`` callback and drops the
-    callbacks of a savepoint that rolls back (``BaseDatabaseWrapper.on_commit``). A callback
-    registered under the same savepoints shares the fate of one registered now, so joining it
-    changes nothing but the number of round trips; joining only the last callback keeps the
-    order relative to other ``on_commit`` callbacks.
-    """
-    if not connection.in_atomic_block or not connection.run_on_commit:
-        return None
-    last = connection.run_on_commit[-1]
-    savepoint_ids, callback = last[0], last[1]
-    if isinstance(callback, _PendingInvalidation) and savepoint_ids == set(
-        connection.savepoint_ids
-    ):
-        return callback
-    return None
-
-
-def _bump_or_log(cache: str, tags: list[str]) -> None:
-    # Imported here: both import this module.
-    from resee_perf import _pending
-
-    try:
-        bump_now(cache, tags)
-    except Exception:
-        # The write has committed and the database is the source of truth: a cache that is down
-        # must not turn a successful write into an error. The bump waits in the pending queue,
-        # retried until it lands; until then this process serves no entry under these tags
-        # (docs/invalidation.md#faults gives the bounds for the others).
-        logger.error(
-            "Could not invalidate %d tag(s) in cache %r (%s); retrying in the background.",
-            len(tags),
-            cache,
-            ", ".join(tags[:5]) + (", ..." if len(tags) > 5 else ""),
-            exc_info=True,
-        )
-        report_invalidation(cache, "error", len(tags))
-        _pending.add_tags(cache, tags)
-    else:
-        report_invalidation(cache, "ok", len(tags))
-
-
-def bump_now(cache: str, tags: list[str]) -> None:
-    """One attempt at invalidating ``tags`` in cache alias ``cache``; raises what the cache
-    (or the primary, for its write position) raises."""
-    from resee_perf import _write_positions
-
-    # With replicas: the write's WAL position goes in BEFORE the bump, so that a recompute
-    # that reads the new generation also finds what a replica must have replayed.
-    _write_positions.record(caches[cache], tags)
-    bump_generations(caches[cache], tags)
-
-
-def _check_cache_alias(cache: str) -> None:
-    if cache not in settings.CACHES:
-        raise ImproperlyConfigured(
-            f"Cache {cache!r} is not in settings.CACHES; use one of: "
-            f"{', '.join(sorted(settings.CACHES))}."
-        )
 
 
 # --- invalidate_on: signal receivers ---------------------------------------------------------
@@ -398,12 +155,12 @@ def invalidate_on(
     if not callable(tags):
         raise TypeError(f"invalidate_on() needs a function returning tags, not {tags!r}.")
     if cache is not None:
-        _check_cache_alias(cache)
+        check_cache_alias(cache)
     registration = _Registration(tags=tags, track=_tracked_fields(model, track), cache=cache)
     _registry.setdefault(model, {})[dispatch_uid or _default_uid(tags)] = registration
     for sender in _senders(model):
         _connect(sender, pre_save=bool(registration.track))
-    _watch_database_on_delete(model, cover=db_on_delete)
+    _db_on_delete.watch(model, cover=db_on_delete, invalidate=_invalidate_database_rows)
     return tags
 
 
@@ -462,6 +219,17 @@ def _connect(sender: type[Model], *, pre_save: bool) -> None:
         signals.pre_save.connect(
             _remember_old_values, sender=sender, dispatch_uid=uid.format("pre_save")
         )
+
+
+def registrations() -> dict[type[Model], dict[str, _Registration]]:
+    """A copy of every :func:`invalidate_on` registration, for :func:`restore_registrations`."""
+    return {model: dict(regs) for model, regs in _registry.items()}
+
+
+def restore_registrations(saved: dict[type[Model], dict[str, _Registration]]) -> None:
+    """Back to the registrations :func:`registrations` returned (:mod:`resee_perf.testing`)."""
+    _registry.clear()
+    _registry.update({model: dict(regs) for model, regs in saved.items()})
 
 
 def registered_caches() -> set[str]:
@@ -662,88 +430,11 @@ def invalidate_objects(objects: Iterable[Model], *, using: str | None = None) ->
         _invalidate_instances(model, group, db)
 
 
-# --- Database-level on_delete (Django 6.1+) --------------------------------------------------
-
-# Django 6.1's DB_CASCADE, DB_SET_NULL and DB_SET_DEFAULT leave a foreign key's on_delete to the
-# database: the rows it deletes or changes send no pre/post_delete or post_save, so the
-# receivers above never see them. Process-wide like _registry: (registered model, foreign key
-# name) -> whether a registration covers it (db_on_delete=True); and, for the covered ones,
-# target model -> the (model, foreign key) rows to invalidate before one of its rows is deleted.
-_database_on_delete: dict[tuple[type[Model], str], bool] = {}
-_covered_targets: dict[type[Model], dict[tuple[type[Model], str], ForeignKey[Any, Any]]] = {}
-
-
-def _database_on_delete_keys(model: type[Model]) -> list[ForeignKey[Any, Any]]:
-    """The foreign keys of ``model`` (and its multi-table parents) whose on_delete the
-    database runs. None before Django 6.1, which has no such on_delete."""
-    database_on_delete = getattr(deletion, "DatabaseOnDelete", None)
-    if database_on_delete is None:
-        return []
-    # local_fields, not _meta.fields: this may run before the app registry is ready, when
-    # _meta's field caches must not be filled yet.
-    return [
-        field
-        for cls in (model, *model._meta.get_parent_list())
-        for field in cls._meta.local_fields
-        if isinstance(field, ForeignKey)
-        and isinstance(field.remote_field.on_delete, database_on_delete)
-    ]
-
-
-def _watch_database_on_delete(model: type[Model], *, cover: bool) -> None:
-    for field in _database_on_delete_keys(model):
-        key = (model, field.name)
-        _database_on_delete[key] = _database_on_delete.get(key, False) or cover
-        if cover:
-            # The target may be a lazy reference ("self", "app.Model") until the registry is
-            # ready.
-            lazy_related_operation(
-                partial(_cover_target, field=field), model, field.remote_field.model
-            )
-
-
-def _cover_target(model: type[Model], target: type[Model], *, field: ForeignKey[Any, Any]) -> None:
-    target = target._meta.concrete_model or target
-    _covered_targets.setdefault(target, {})[(model, field.name)] = field
-    label = target._meta.label_lower
-    # A proxy of the target sends pre_delete with itself as sender.
-    proxies = [m for m in apps.get_models() if m._meta.proxy and m._meta.concrete_model is target]
-    for sender in (target, *proxies):
-        # A receiver also makes Django's Collector send pre_delete for each row rather than
-        # fast-delete them with one query.
-        signals.pre_delete.connect(
-            _on_target_pre_delete,
-            sender=sender,
-            dispatch_uid=f"resee_perf.invalidation:db_on_delete:{label}:{sender._meta.label_lower}",
-        )
-
-
-def database_on_delete_relations() -> list[tuple[type[Model], ForeignKey[Any, Any], bool]]:
-    """(model, foreign key, covered) for each registered model's foreign key whose on_delete the
-    database runs (for the system checks)."""
-    return [
-        (model, field, covered)
-        for (model, name), covered in _database_on_delete.items()
-        for field in _database_on_delete_keys(model)
-        if field.name == name
-    ]
-
-
-def _on_target_pre_delete(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
-    # pre_delete runs inside the deletion's transaction, before its DELETE: the rows the
-    # database is about to delete or change are still there, as they are now.
-    target = sender._meta.concrete_model or sender
-    for (model, _), field in _covered_targets.get(target, {}).items():
-        rows = list(model._base_manager.using(using).filter(**{field.name: instance}))
-        if not rows:
-            continue
-        _invalidate_instances(model, rows, using)
-        on_delete = field.remote_field.on_delete
-        if on_delete is not getattr(deletion, "DB_CASCADE", None):
-            # DB_SET_NULL / DB_SET_DEFAULT: the rows stay, under the tags of their new value.
-            new = (
-                None if on_delete is getattr(deletion, "DB_SET_NULL", None) else field.get_default()
-            )
-            _invalidate_instances(
-                model, [_with_values(r, {field.attname: new}) for r in rows], using
-            )
+def _invalidate_database_rows(
+    model: type[Model], rows: list[Model], using: str, new_values: Mapping[str, Any] | None
+) -> None:
+    """Invalidate ``rows`` as they are and, when the database sets them (DB_SET_NULL,
+    DB_SET_DEFAULT), as they will be (:mod:`resee_perf._db_on_delete`)."""
+    _invalidate_instances(model, rows, using)
+    if new_values is not None:
+        _invalidate_instances(model, [_with_values(row, new_values) for row in rows], using)

@@ -13,266 +13,97 @@ base units); docs/metrics.md lists them and a test keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol
-
+# DEFINED is re-exported: the docs test and the exporter read it here.
+from resee_perf._metric_types import DEFINED as DEFINED
+from resee_perf._metric_types import (
+    CounterMetric,
+    HistogramMetric,
+    counter,
+    gauge,
+    histogram,
+)
 from resee_perf.conf import snapshot
-
-
-class _Metric(Protocol):
-    def labels(self, *labelvalues: str) -> _Metric: ...
-
-
-class _Counter(_Metric, Protocol):
-    def labels(self, *labelvalues: str) -> _Counter: ...
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Histogram(_Metric, Protocol):
-    def labels(self, *labelvalues: str) -> _Histogram: ...
-    def observe(self, amount: float) -> None: ...
-
-
-class _Gauge(_Metric, Protocol):
-    def labels(self, *labelvalues: str) -> _Gauge: ...
-    def set(self, value: float) -> None: ...
-    def inc(self, amount: float = 1) -> None: ...
-    def dec(self, amount: float = 1) -> None: ...
-
-
-class _Noop:
-    """Stands in for every metric when prometheus-client is not installed."""
-
-    def labels(self, *labelvalues: str) -> _Noop:
-        return self
-
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-    def dec(self, amount: float = 1) -> None:
-        pass
-
-    def set(self, value: float) -> None:
-        pass
-
-    def observe(self, amount: float) -> None:
-        pass
-
-
-try:
-    from prometheus_client import Counter, Gauge, Histogram
-
-    _PROMETHEUS = True
-except ImportError:  # pragma: no cover - exercised by scripts/check_wheel.sh (core only)
-    _PROMETHEUS = False
-
-try:
-    from opentelemetry import metrics as _otel_metrics
-
-    _OTEL = True
-except ImportError:  # pragma: no cover - the otel extra is optional
-    _OTEL = False
-
-# name -> documentation; docs/metrics.md is checked against it.
-DEFINED: dict[str, str] = {}
-
-
-class _OtelChild:
-    """One labelled child of a metric, recorded by prometheus-client and OpenTelemetry alike."""
-
-    __slots__ = ("_attributes", "_instrument", "_prometheus")
-
-    def __init__(self, prometheus: Any, instrument: Any, attributes: dict[str, str]) -> None:
-        self._prometheus = prometheus
-        self._instrument = instrument
-        self._attributes = attributes
-
-    def labels(self, *labelvalues: str) -> _OtelChild:
-        return self
-
-    def inc(self, amount: float = 1) -> None:
-        self._prometheus.inc(amount)
-        if hasattr(self._instrument, "add"):
-            self._instrument.add(amount, self._attributes)
-
-    def dec(self, amount: float = 1) -> None:
-        # Our gauges are only ever set; an OTel synchronous gauge has no decrement.
-        self._prometheus.dec(amount)
-
-    def set(self, value: float) -> None:
-        self._prometheus.set(value)
-        self._instrument.set(value, self._attributes)
-
-    def observe(self, amount: float) -> None:
-        self._prometheus.observe(amount)
-        self._instrument.record(amount, self._attributes)
-
-
-class _WithOtel:
-    """A metric mirrored to an OpenTelemetry instrument of the same name. The instrument comes
-    from the global MeterProvider: until an application configures one, it is the API's proxy,
-    which drops the measurement (and forwards them once a provider is set)."""
-
-    def __init__(self, prometheus: Any, instrument: Any, labelnames: Sequence[str]) -> None:
-        self._prometheus = prometheus
-        self._instrument = instrument
-        self._labelnames = tuple(labelnames)
-
-    def labels(self, *labelvalues: str) -> _OtelChild:
-        return _OtelChild(
-            self._prometheus.labels(*labelvalues),
-            self._instrument,
-            dict(zip(self._labelnames, labelvalues, strict=True)),
-        )
-
-
-def _otel_instrument(
-    kind: str, name: str, documentation: str, buckets: Sequence[float] = ()
-) -> Any:
-    meter = _otel_metrics.get_meter("resee_perf")
-    unit = "s" if name.endswith("_seconds") else "1"
-    if kind == "counter":
-        return meter.create_counter(name, unit=unit, description=documentation)
-    if kind == "histogram":
-        return meter.create_histogram(
-            name,
-            unit=unit,
-            description=documentation,
-            explicit_bucket_boundaries_advisory=list(buckets),
-        )
-    return meter.create_gauge(name, unit=unit, description=documentation)
-
-
-def _mirrored(
-    prometheus: Any,
-    kind: str,
-    name: str,
-    documentation: str,
-    labelnames: Sequence[str],
-    buckets: Sequence[float] = (),
-) -> Any:
-    if not _OTEL:
-        return prometheus
-    instrument = _otel_instrument(kind, name, documentation, buckets)
-    return _WithOtel(prometheus, instrument, labelnames)
-
-
-def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> _Counter:
-    # prometheus-client exposes a counter as <name>_total.
-    DEFINED[f"{name}_total"] = documentation
-    metric = Counter(name, documentation, labelnames) if _PROMETHEUS else _Noop()
-    return _mirrored(metric, "counter", name, documentation, labelnames)  # type: ignore[no-any-return]
-
-
-def _histogram(
-    name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
-) -> _Histogram:
-    DEFINED[name] = documentation
-    metric = Histogram(name, documentation, labelnames, buckets=buckets) if _PROMETHEUS else _Noop()
-    return _mirrored(metric, "histogram", name, documentation, labelnames, buckets)  # type: ignore[no-any-return]
-
-
-_MultiprocessMode = Literal["all", "livemax", "livemin", "livesum"]
-
-
-def _gauge(
-    name: str,
-    documentation: str,
-    labelnames: Sequence[str],
-    multiprocess_mode: _MultiprocessMode = "all",
-) -> _Gauge:
-    # multiprocess_mode: how the exporter merges the gauge of each gunicorn worker under
-    # PROMETHEUS_MULTIPROC_DIR ("all" keeps one series per pid); the live* modes forget a
-    # worker once resee_perf.gunicorn.child_exit has marked it dead.
-    DEFINED[name] = documentation
-    metric = (
-        Gauge(name, documentation, labelnames, multiprocess_mode=multiprocess_mode)
-        if _PROMETHEUS
-        else _Noop()
-    )
-    return _mirrored(metric, "gauge", name, documentation, labelnames)  # type: ignore[no-any-return]
-
 
 # Process-wide by design: prometheus-client registers each metric once per process in its
 # default registry, which is what the exporter scrapes.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-CACHE_REQUESTS = _counter(
+CACHE_REQUESTS = counter(
     "resee_perf_cache_requests",
     "Calls of cache_aside functions, by function name and result "
     "(hit, stale, early, wait, miss, bypass, error).",
     ["name", "result"],
 )
-CACHE_RECOMPUTE_SECONDS = _histogram(
+CACHE_RECOMPUTE_SECONDS = histogram(
     "resee_perf_cache_recompute_seconds",
     "Time spent running the body of a cache_aside function on a miss or refresh.",
     ["name"],
     _LATENCY_BUCKETS,
 )
-CACHE_LOCK_WAIT_SECONDS = _histogram(
+CACHE_LOCK_WAIT_SECONDS = histogram(
     "resee_perf_cache_lock_wait_seconds",
     "Time a cache_aside caller waited for another caller's recompute of the same key.",
     ["name"],
     _LATENCY_BUCKETS,
 )
-CACHE_REFRESH_FAILURES = _counter(
+CACHE_REFRESH_FAILURES = counter(
     "resee_perf_cache_refresh_failures",
     "Background refreshes of stale or early-expired entries whose body raised; the old entry "
     "is served until it expires.",
     ["name"],
 )
-CACHE_STORES_SKIPPED = _counter(
+CACHE_STORES_SKIPPED = counter(
     "resee_perf_cache_stores_skipped",
     "Values a cache_aside recompute returned but did not store, by function name and reason "
     "(changed: an invalidate() or another store reached the key while the body ran; slow: the "
     "body outran lock_timeout on a key that held nothing).",
     ["name", "reason"],
 )
-CACHE_BREAKER_OPEN = _gauge(
+CACHE_BREAKER_OPEN = gauge(
     "resee_perf_cache_breaker_open",
     "1 while the circuit breaker of a cache alias is open (cache_aside calls functions "
     "directly), else 0.",
     ["cache"],
     "livemax",
 )
-INVALIDATIONS = _counter(
+INVALIDATIONS = counter(
     "resee_perf_invalidations",
     "Tags invalidated (generation bumps), by cache alias and result (ok, error, retried). An "
     "error queues the invalidation for retry; retried counts the tags and invalidate() keys "
     "that landed from that queue.",
     ["cache", "result"],
 )
-INVALIDATIONS_PENDING = _gauge(
+INVALIDATIONS_PENDING = gauge(
     "resee_perf_invalidations_pending",
     "Failed invalidations (tags and invalidate() keys) this process holds for retry, by cache "
     "alias; its cache_aside calls under them bypass the cache until they land.",
     ["cache"],
 )
-INVALIDATION_OVERFLOWS = _counter(
+INVALIDATION_OVERFLOWS = counter(
     "resee_perf_invalidation_overflows",
     "Failed invalidations dropped because INVALIDATION_QUEUE_SIZE was reached, replaced by one "
     "bump of the cache's epoch (every entry becomes a miss), by cache alias.",
     ["cache"],
 )
-CACHE_EPOCH_CHANGES = _counter(
+CACHE_EPOCH_CHANGES = counter(
     "resee_perf_cache_epoch_changes",
     "Bumps of a cache's epoch, which turn every entry into a miss, by reason (restart: the "
     "Redis server is not the one the epoch was confirmed on, after a restart, a restore or a "
     "failover; overflow: the queue of failed invalidations overflowed).",
     ["cache", "reason"],
 )
-DB_ROUTES = _counter(
+DB_ROUTES = counter(
     "resee_perf_db_routes",
     "Routing decisions of StickyReplicaRouter, by chosen alias and reason.",
     ["alias", "reason"],
 )
-REPLICA_UP = _gauge(
+REPLICA_UP = gauge(
     "resee_perf_replica_up",
     "1 while a replica is reachable and in recovery at its last check, else 0.",
     ["alias"],
     "livemin",
 )
-REPLICA_LAG_SECONDS = _gauge(
+REPLICA_LAG_SECONDS = gauge(
     "resee_perf_replica_lag_seconds",
     "How far a replica's data is behind the primary's at its last check (0 when it has "
     "replayed the primary's last known position).",
@@ -283,7 +114,7 @@ REPLICA_LAG_SECONDS = _gauge(
 
 # Called on every cache hit: keep the labelled children instead of asking prometheus-client
 # (a lock and a dict) each time. Bounded like the labels: functions x results.
-_cache_request_children: dict[tuple[str, str], _Counter] = {}
+_cache_request_children: dict[tuple[str, str], CounterMetric] = {}
 
 
 # Every result a cache_aside call can have: the first call of a function creates all of them at
@@ -352,7 +183,7 @@ def report_epoch_change(cache: str, reason: str) -> None:
 
 
 # Called on every routed query, like report_cache on every hit: bounded by aliases x reasons.
-_route_children: dict[tuple[str, str], _Counter] = {}
+_route_children: dict[tuple[str, str], CounterMetric] = {}
 
 
 def report_route(alias: str, reason: str) -> None:
@@ -372,7 +203,7 @@ def report_replica(alias: str, *, up: bool, lag: float | None) -> None:
 
 
 # Appended (entries-keys): entries refused by their signature, RESEE_PERF['CACHE_SIGNING_KEY'].
-CACHE_ENTRIES_REJECTED = _counter(
+CACHE_ENTRIES_REJECTED = counter(
     "resee_perf_cache_entries_rejected",
     "Cache entries a cache_aside read refused because signing keys are set and the entry was "
     "unsigned or its HMAC did not match its key (tampering, or a writer without the key); "
@@ -387,7 +218,7 @@ def report_entry_rejected(name: str) -> None:
 
 
 # Appended (query-deadline): queries on replica connections ended by the client-side deadline.
-REPLICA_QUERY_TIMEOUTS = _counter(
+REPLICA_QUERY_TIMEOUTS = counter(
     "resee_perf_replica_query_timeouts",
     "Queries (and CONN_HEALTH_CHECKS pings) on a replica connection that outran their "
     "client-side deadline (REPLICA_QUERY_TIMEOUT, REPLICA_CHECK_TIMEOUT for pings): each failed "
@@ -405,7 +236,7 @@ def report_replica_query_timeout(alias: str) -> None:
 # Labels are bounded by the code, never by the traffic: the route is the URL pattern
 # ("api/contents/<int:pk>/"), the method one of a fixed set, the status a class ("2xx").
 
-HTTP_REQUESTS = _counter(
+HTTP_REQUESTS = counter(
     "resee_perf_http_requests",
     "HTTP requests answered, by URL pattern (route), method and status class.",
     ["route", "method", "status"],
@@ -414,24 +245,24 @@ _HTTP_DURATION_NAME = "resee_perf_http_request_duration_seconds"
 _HTTP_DURATION_DOC = "Time from the request entering MetricsMiddleware to its response, by route."
 DEFINED[_HTTP_DURATION_NAME] = _HTTP_DURATION_DOC
 _QUERY_COUNT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500)
-DB_REQUEST_QUERIES = _histogram(
+DB_REQUEST_QUERIES = histogram(
     "resee_perf_db_request_queries",
     "Queries one request sent to a database alias (requests that sent none are not observed).",
     ["alias"],
     _QUERY_COUNT_BUCKETS,
 )
-DB_REQUEST_QUERY_SECONDS = _histogram(
+DB_REQUEST_QUERY_SECONDS = histogram(
     "resee_perf_db_request_query_seconds",
     "Time one request spent in queries on a database alias.",
     ["alias"],
     _LATENCY_BUCKETS,
 )
-DB_CONNECTIONS_OPENED = _counter(
+DB_CONNECTIONS_OPENED = counter(
     "resee_perf_db_connections_opened",
     "Database connections opened by Django (the connection_created signal), by alias.",
     ["alias"],
 )
-DB_POOL_CONNECTIONS = _gauge(
+DB_POOL_CONNECTIONS = gauge(
     "resee_perf_db_pool_connections",
     "Connections of the psycopg native pools (Django 5.1+ OPTIONS['pool']) summed over live "
     "processes, by alias and state (size, in_use, waiting: requests waiting for one).",
@@ -441,27 +272,17 @@ DB_POOL_CONNECTIONS = _gauge(
 
 # The histogram's buckets come from a setting (METRICS_LATENCY_BUCKETS), which must not be
 # read at import time: created at the first request, then process-wide like every metric.
-_http_duration: _Histogram | None = None
-_http_children: dict[tuple[str, str, str], tuple[_Counter, _Histogram]] = {}
+_http_duration: HistogramMetric | None = None
+_http_children: dict[tuple[str, str, str], tuple[CounterMetric, HistogramMetric]] = {}
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-def _http_duration_histogram() -> _Histogram:
+def _http_duration_histogram() -> HistogramMetric:
     global _http_duration
     if _http_duration is None:
         buckets = snapshot().METRICS_LATENCY_BUCKETS
-        metric: Any = (
-            Histogram(_HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets=buckets)
-            if _PROMETHEUS
-            else _Noop()
-        )
-        _http_duration = _mirrored(
-            metric,
-            "histogram",
-            _HTTP_DURATION_NAME,
-            _HTTP_DURATION_DOC,
-            ["route", "method"],
-            buckets,
+        _http_duration = histogram(
+            _HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets
         )
     return _http_duration
 
@@ -506,13 +327,13 @@ def report_pool(alias: str, *, size: int, in_use: int, waiting: int) -> None:
 # The route label is the URL pattern (``api/review/today/``), never the path: bounded by the
 # project's URLconf.
 
-NPLUSONE = _counter(
+NPLUSONE = counter(
     "resee_perf_nplusone",
     "Profiled requests in which a read ran NPLUSONE_THRESHOLD times or more from one call site "
     "(one per request and shape), by route.",
     ["route"],
 )
-SLOW_QUERIES = _counter(
+SLOW_QUERIES = counter(
     "resee_perf_slow_queries",
     "Profiled queries that took SLOW_QUERY_MS or longer, by route.",
     ["route"],

@@ -22,8 +22,9 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 
 from resee_perf import _call_sites, _replicas, _request_metrics, profiling
+from resee_perf._freshness import PRIMARY, WritePosition, remembered_for
 from resee_perf.conf import conf
-from resee_perf.routers import PRIMARY, WritePosition, routing_scope
+from resee_perf.routers import routing_scope
 
 __all__ = ["MetricsMiddleware", "QueryProfileMiddleware", "StickyReadsMiddleware"]
 
@@ -35,7 +36,7 @@ _MAX_COOKIE_LENGTH = 256
 def _cookie_lifetime() -> float:
     # Long enough that a replica within REPLICA_MAX_LAG_SECONDS has replayed the write by the
     # time the cookie expires, and STICKY_SECONDS where only the time is known.
-    return _replicas.routing_settings().write_memory
+    return remembered_for()
 
 
 def read_position(request: HttpRequest) -> WritePosition | None:

@@ -20,46 +20,36 @@ into the thread that runs the ORM for an async view.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DatabaseError, connections
 from django.db.models import Model
 
 from resee_perf import _query_deadline, _replicas
+from resee_perf._freshness import PRIMARY as PRIMARY
+from resee_perf._freshness import (
+    WritePosition,
+    forced,
+    has_replayed,
+    use_primary,
+)
+from resee_perf._freshness import required as required_positions
 from resee_perf.metrics import report_route
 
 __all__ = [
     "StickyReplicaRouter",
-    "WritePosition",
     "note_write",
-    "require",
     "routing_scope",
     "use_primary",
 ]
 
-PRIMARY = DEFAULT_DB_ALIAS
-"""The primary is ``default``; ``REPLICAS`` name its replicas."""
-
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class WritePosition:
-    """A write a reader must see: the primary's WAL position once it had committed (None where
-    unknown) and when it happened (``time.time()``)."""
-
-    lsn: int | None
-    written_at: float
 
 
 class RoutingScope:
@@ -82,10 +72,6 @@ class RoutingScope:
 
 
 _scope: ContextVar[RoutingScope | None] = ContextVar("resee_perf_routing_scope", default=None)
-_forced: ContextVar[bool] = ContextVar("resee_perf_use_primary", default=False)
-_required: ContextVar[tuple[WritePosition, ...]] = ContextVar(
-    "resee_perf_required_positions", default=()
-)
 
 
 def current_scope() -> RoutingScope:
@@ -117,94 +103,9 @@ def routing_scope(after: WritePosition | None = None) -> Iterator[RoutingScope]:
         _scope.reset(token)
 
 
-@contextmanager
-def require(position: WritePosition) -> Iterator[None]:
-    """Reads inside go to a replica only once it has replayed ``position``, else to the
-    primary; on top of the scope's own rules. For the recompute of a cache entry whose tags a
-    write has just invalidated (:mod:`resee_perf._write_positions`)."""
-    token = _required.set((*_required.get(), position))
-    try:
-        yield
-    finally:
-        # A generator-driven caller (cache_aside's flow) may be closed from another context,
-        # where this token means nothing; that context never saw the requirement anyway.
-        with suppress(ValueError):
-            _required.reset(token)
-
-
-class _UsePrimary:
-    def __init__(self) -> None:
-        self._tokens: list[Token[bool]] = []
-
-    def __enter__(self) -> None:
-        self._tokens.append(_forced.set(True))
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        _forced.reset(self._tokens.pop())
-
-    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
-        return _decorate(func)
-
-
-def _decorate(func: Callable[P, R]) -> Callable[P, R]:
-    # A fresh context manager per call: one shared instance would interleave the tokens of
-    # concurrent calls.
-    if inspect.iscoroutinefunction(func):
-        async_func: Callable[P, Awaitable[Any]] = func
-
-        @functools.wraps(func)
-        async def async_inner(*args: P.args, **kwargs: P.kwargs) -> Any:
-            with _UsePrimary():
-                return await async_func(*args, **kwargs)
-
-        return async_inner  # type: ignore[return-value]
-
-    @functools.wraps(func)
-    def inner(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _UsePrimary():
-            return func(*args, **kwargs)
-
-    return inner
-
-
-@overload
-def use_primary() -> _UsePrimary: ...
-@overload
-def use_primary(func: Callable[P, R]) -> Callable[P, R]: ...
-def use_primary(func: Callable[P, R] | None = None) -> _UsePrimary | Callable[P, R]:
-    """Send every read to the primary: ``with use_primary(): ...``, or as a decorator of a
-    function or coroutine function (``@use_primary`` or ``@use_primary()``).
-
-    For code that must see the very latest data, or that writes outside the ORM (raw SQL on
-    the primary is invisible to the router).
-    """
-    if func is None:
-        return _UsePrimary()
-    return _decorate(func)
-
-
 def _usable(status: _replicas.ReplicaStatus) -> bool:
     max_lag = _replicas.routing_settings().max_lag
     return status.up and (status.lag is None or status.lag <= max_lag)
-
-
-def _has_replayed(
-    status: _replicas.ReplicaStatus, positions: Iterable[WritePosition | None]
-) -> bool:
-    for position in positions:
-        if position is None:
-            continue
-        if position.lsn is not None and status.replay_lsn is not None:
-            if status.replay_lsn < position.lsn:
-                return False
-        elif time.time() < position.written_at + _replicas.routing_settings().sticky_seconds:
-            return False
-    return True
 
 
 # The generation of the replica's failures when this thread's Django connection to it opened:
@@ -243,7 +144,7 @@ def _choose_replica(
     if not usable:
         return PRIMARY, "no_replica"
     positions = (scope.after, *required)
-    caught_up = [alias for alias in usable if _has_replayed(statuses[alias], positions)]
+    caught_up = [alias for alias in usable if has_replayed(statuses[alias], positions)]
     if not caught_up:
         if not required:
             # Stay on the primary for the rest of the scope: a replica that catches up halfway
@@ -260,7 +161,7 @@ def _choose_replica(
 
 def choose_read_alias() -> tuple[str, str]:
     """Where the next read goes, and why (the ``reason`` label of the routing metric)."""
-    if _forced.get():
+    if forced():
         return PRIMARY, "forced"
     scope = current_scope()
     if scope.wrote_at is not None:
@@ -272,13 +173,13 @@ def choose_read_alias() -> tuple[str, str]:
     # primary would go to a replica that cannot see the transaction's uncommitted writes.
     if connections[PRIMARY].in_atomic_block:
         return PRIMARY, "atomic"
-    required = _required.get()
+    required = required_positions()
     choice = scope.choice
     if choice == PRIMARY:
         return PRIMARY, "catching_up"
     if choice is not None and choice in replicas:
         status = _replicas.status(choice)
-        if _usable(status) and _has_replayed(status, required):
+        if _usable(status) and has_replayed(status, required):
             return choice, "replica"
     return _choose_replica(scope, replicas, required)
 

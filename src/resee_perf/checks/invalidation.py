@@ -94,7 +94,7 @@ def check_database_on_delete(
 ) -> list[CheckMessage]:
     """W045: an invalidate_on() model whose foreign key lets the database delete or change its
     rows (Django 6.1's DB_CASCADE, DB_SET_NULL, DB_SET_DEFAULT): no signal tells the receivers."""
-    from resee_perf.invalidation import database_on_delete_relations
+    from resee_perf._db_on_delete import database_on_delete_relations
 
     messages: list[CheckMessage] = []
     for model, field, covered in database_on_delete_relations():
