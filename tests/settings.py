@@ -84,10 +84,11 @@ DATABASES["replica_unreachable"] = {
     "TEST": {"MIRROR": "default"},
 }
 
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1"
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/1"),
+        "LOCATION": REDIS_URL,
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
     },
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -3,9 +3,11 @@ of resee-perf (so it is there in every project that installs resee-perf; ``-p
 no:resee_perf`` turns it off).
 
 Loading it is harmless: it defines one fixture that no test uses unless it asks for it and no
-hook. Importing it runs ``resee_perf/__init__.py``, which imports Django's modules but reads no
-setting and configures nothing (tested without ``DJANGO_SETTINGS_MODULE``); the profiler
-itself is imported when the fixture runs.
+hook. Importing it runs ``resee_perf/__init__.py``, which imports nothing of the library (its
+names load on first use), so neither Django nor a setting is touched at pytest's start-up
+(tested without ``DJANGO_SETTINGS_MODULE``), and coverage measured by pytest-cov, which starts
+after the plugins load, still sees every module imported; the profiler itself is imported when
+the fixture runs.
 """
 
 from __future__ import annotations
