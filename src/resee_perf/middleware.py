@@ -80,16 +80,9 @@ def write_cookie(request: HttpRequest, response: HttpResponseBase, lsn: int | No
     )
 
 
-class StickyReadsMiddleware:
-    """One routing scope per request, and read-your-writes across requests by WAL position."""
-
-    def write_position(self) -> int | None:
-        """The primary's WAL position once the request's writes have committed (None where
-        unknown: the client then reads from the primary for ``STICKY_SECONDS``)."""
-        return _replicas.primary_lsn(PRIMARY)
-
-    def remember_write(self, request: HttpRequest, response: HttpResponseBase) -> None:
-        write_cookie(request, response, self.write_position())
+class _SyncAndAsync:
+    """Django middleware that runs in a sync and an async stack alike: ``__call__`` serves a
+    sync chain, ``__acall__`` an async one (Django's "sync and async middleware" pattern)."""
 
     sync_capable = True
     async_capable = True
@@ -103,6 +96,21 @@ class StickyReadsMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        raise NotImplementedError
+
+
+class StickyReadsMiddleware(_SyncAndAsync):
+    """One routing scope per request, and read-your-writes across requests by WAL position."""
+
+    def write_position(self) -> int | None:
+        """The primary's WAL position once the request's writes have committed (None where
+        unknown: the client then reads from the primary for ``STICKY_SECONDS``)."""
+        return _replicas.primary_lsn(PRIMARY)
+
+    def remember_write(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        write_cookie(request, response, self.write_position())
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -123,24 +131,11 @@ class StickyReadsMiddleware:
         return response
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(_SyncAndAsync):
     """HTTP and database RED metrics of each request (docs/observability.md): requests and
     latency by route, method and status class; queries and query time per database alias.
 
     Put it first in ``MIDDLEWARE``, so that its time covers the other middleware too."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self,
-        get_response: Callable[[HttpRequest], HttpResponseBase]
-        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
-    ) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -169,7 +164,7 @@ class MetricsMiddleware:
         return response
 
 
-class QueryProfileMiddleware:
+class QueryProfileMiddleware(_SyncAndAsync):
     """Profile each request's queries (docs/profiling.md): counts and time per database
     alias, cache time, N+1 and slow queries with their call sites, and ``Server-Timing``.
 
@@ -177,18 +172,12 @@ class QueryProfileMiddleware:
     counted (sessions, authentication). Sync and async: its state is in a context variable,
     which follows the request into the thread that runs a sync view under ASGI."""
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(
         self,
         get_response: Callable[[HttpRequest], HttpResponseBase]
         | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
     ) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        super().__init__(get_response)
         profiling.install()
 
     def __call__(self, request: HttpRequest) -> Any:
