@@ -250,3 +250,38 @@ def test_a_redis_that_refuses_info_still_caches_without_restart_detection(
         server.stop()
     assert runs == [1, 1]  # cached before and after the restart (empty: one miss)
     assert caplog.text.count("cannot read the Redis run_id") == 1
+
+
+def test_a_lock_left_while_redis_hangs_is_released_once_it_answers(
+    server: PrivateRedis, resee: dict[str, Any]
+) -> None:
+    """Redis hangs while a recompute holds its key's lock: the store and the release time
+    out, and the lock would stand for the rest of lock_timeout with no holder, every caller of
+    the key waiting it out after Redis answers again. This process releases it at its first
+    read that succeeds."""
+    calls: list[int] = []
+
+    @cache_aside("orphan:{n}", ttl=60, cache="private", lock_timeout=30)
+    def body(n: int) -> int:
+        calls.append(n)
+        if len(calls) == 1:
+            server.pause()  # the lock is taken; its store and release will time out
+        return n
+
+    client = server.client()
+    try:
+        assert body(1) == 1
+    finally:
+        server.resume()
+    (lock,) = client.keys("*:l:*")  # a lock nobody holds any more
+    assert client.pttl(lock) > 20_000
+    # The breaker opened on the timeouts: past its cooldown the next read succeeds, and
+    # releases the lock this process left.
+    time.sleep(resee["CACHE_BREAKER_COOLDOWN"] + 0.1)
+    assert body(2) == 2
+    assert client.keys("*:l:*") == []
+    # No lock left to wait 30 s for: a hit (the timed-out store ran when Redis resumed) or a
+    # recompute that stores at once.
+    assert body(1) == 1
+    assert body(1) == 1
+    assert calls in ([1, 2], [1, 2, 1])

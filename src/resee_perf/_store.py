@@ -154,6 +154,8 @@ class RedisStore(Store):
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._client.mget(keys))
+        if _maybe_orphaned:
+            self._release_orphans()
         return values[0], [parse(value) for value in values[1:]]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
@@ -176,11 +178,39 @@ class RedisStore(Store):
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         full_key = self.cache.make_key(key)
         px = _milliseconds(timeout)
-        return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
+        try:
+            return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
+        except Unavailable:
+            # A SET that timed out may still run: a hung Redis executes what it had received
+            # when it resumes, and the lock then stands with no holder.
+            _note_orphan(self.alias, full_key, token)
+            raise
 
     def release(self, key: str, token: str) -> None:
         full_key = self.cache.make_key(key)
-        self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
+        try:
+            self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
+        except Unavailable:
+            # Redis hung or went away while we held the lock: it would stand for the rest of
+            # lock_timeout, every caller of the key waiting it out after Redis answers again.
+            _note_orphan(self.alias, full_key, token)
+            raise
+
+    def _release_orphans(self) -> None:
+        with _orphans_lock:
+            mine = [entry for entry in _maybe_orphaned if entry[0] == self.alias]
+            for entry in mine:
+                _maybe_orphaned.remove(entry)
+        if not mine:
+            return
+        pipeline = self._client.pipeline(transaction=False)
+        for _, full_key, token in mine:
+            pipeline.eval(RELEASE_SCRIPT, 1, full_key, token)
+        try:
+            self.guarded(pipeline.execute)
+        except Unavailable:
+            with _orphans_lock:
+                _maybe_orphaned.extend(mine[: _MAX_ORPHANS - len(_maybe_orphaned)])
 
 
 def _run_id(info: Any) -> str:
@@ -265,6 +295,20 @@ class _EpochWatch:
                 run_id,
             )
             metrics.report_epoch_change(self.alias, "restart")
+
+
+# Locks whose SET NX timed out (alias, full key, token): see RedisStore.acquire. Process-wide
+# like the connection pools they came through; bounded, since a lock left over expires anyway.
+_maybe_orphaned: list[tuple[str, str, str]] = []
+_orphans_lock = threading.Lock()
+_MAX_ORPHANS = 1000
+
+
+def _note_orphan(alias: str, full_key: str, token: str) -> None:
+    """Release this lock (if it is still ours) at this process's first read that succeeds."""
+    with _orphans_lock:
+        if len(_maybe_orphaned) < _MAX_ORPHANS:
+            _maybe_orphaned.append((alias, full_key, token))
 
 
 _watch_lock = threading.Lock()
