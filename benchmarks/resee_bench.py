@@ -65,7 +65,7 @@ TODAY, STATS, CONTENT = "/api/review/today/", "/api/analytics/stats/", "/api/con
 ME, PING = "/api/me/", "/api/ping/"
 READS = (TODAY, STATS, CONTENT)
 VIEWS = {
-    TODAY: "review.views.TodayView.get",
+    TODAY: "review.views.TodayView.due_on",
     STATS: "analytics.views.StatsView.get",
     CONTENT: "content.views.ContentViewSet.list",
 }

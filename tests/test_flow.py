@@ -148,3 +148,22 @@ def test_a_body_that_raises_releases_the_lock(clock: Clock, store: DjangoStore) 
     with pytest.raises(ValueError, match="boom"):
         flow.throw(ValueError("boom"))
     assert store.acquire(call.lock_key, "next", 5)  # free again
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, 1.0),
+        ({"stale_ttl": 30}, 0.0),
+        ({"beta": 1.0, "stale_ttl": 30}, 1.0),
+        ({"beta": 0.5}, 0.5),
+    ],
+    ids=["no-stale-default", "stale-default", "stale-explicit", "no-stale-explicit"],
+)
+def test_beta_defaults_to_no_early_refresh_only_with_stale_ttl(
+    given: dict[str, object], expected: float
+) -> None:
+    # With stale_ttl, serving stale already keeps readers from waiting at expiry; an explicit
+    # beta, even the 1.0 that is the default without stale_ttl, is the caller's choice.
+    options = {**DEFAULTS, "beta": None, **given}
+    assert Options.validated("tests.flow", **options).beta == expected

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 
@@ -27,20 +28,24 @@ from review.serializers import CompleteReviewSerializer, ScheduleSerializer
 class TodayView(APIView):
     """The user's reviews due today (or overdue), in one query."""
 
-    # Writes to the user's schedules, reviews or contents bump these tags (review/invalidation.py,
-    # content/invalidation.py). The TTL bounds the one thing no write announces: the date
-    # changing at midnight: one hour, as Resee's plan has it.
+    def get(self, request: Request) -> Response:
+        return self.due_on(request, timezone.localdate())
+
+    # The day is part of the key: at midnight (TIME_ZONE) the list changes with no write to
+    # announce it, so the new day reads a new key instead of yesterday's list. Writes to the
+    # user's schedules, reviews or contents bump the tags (review/invalidation.py,
+    # content/invalidation.py). The TTL only bounds what neither catches: one hour, as
+    # Resee's plan has it.
     @cache_aside(
-        "review:today:{user_id}",
+        "review:today:{user_id}:{day}",
         ttl=3600,
         tags=["user:{user_id}:reviews", "user:{user_id}:contents"],
     )
-    def get(self, request: Request) -> Response:
-        today = timezone.localdate()
-        schedules = list(due_schedules(authenticated_user(request), today))
+    def due_on(self, request: Request, day: datetime.date) -> Response:
+        schedules = list(due_schedules(authenticated_user(request), day))
         return Response(
             {
-                "date": today,
+                "date": day,
                 "count": len(schedules),
                 "results": ScheduleSerializer(schedules, many=True).data,
             }

@@ -43,11 +43,12 @@ class Options:
         problems = [problem for valid, problem in _checks(**options) if not valid]
         if problems:
             raise ImproperlyConfigured(f"cache_aside on {where}: {'; '.join(problems)}.")
+        stale_ttl = float(options["stale_ttl"] or 0)
         return cls(
             ttl=float(options["ttl"]),
-            beta=float(options["beta"]),
+            beta=_beta(options["beta"], stale_ttl),
             lock=options["lock"],
-            stale_ttl=float(options["stale_ttl"] or 0),
+            stale_ttl=stale_ttl,
             cache=options["cache"],
             version=str(options["version"]),
             lock_timeout=options["lock_timeout"],
@@ -67,6 +68,15 @@ class Options:
         return conf.CACHE_BACKGROUND_REFRESH if self.background is None else self.background
 
 
+def _beta(beta: float | None, stale_ttl: float) -> float:
+    """``beta`` as given, or, when not given, 0 with ``stale_ttl`` and 1 without: serving stale
+    already keeps readers from blocking at expiry, and XFetch on top of it made a hot key with
+    a short TTL recompute three times per TTL period (docs/cache.md)."""
+    if beta is not None:
+        return float(beta)
+    return 0.0 if stale_ttl > 0 else 1.0
+
+
 def _checks(
     *,
     ttl: Any,
@@ -81,8 +91,8 @@ def _checks(
     return [
         (positive_number(ttl), f"ttl should be a positive number of seconds, not {ttl!r}"),
         (
-            non_negative_number(beta),
-            f"beta should be a number >= 0 (0: no early expiry), not {beta!r}",
+            optional(non_negative_number)(beta),
+            f"beta should be a number >= 0 (0: no early expiry) or None, not {beta!r}",
         ),
         (isinstance(lock, bool), f"lock should be True or False, not {lock!r}"),
         (

@@ -379,7 +379,7 @@ def cache_aside(
     ttl: float,
     *,
     tags: Iterable[str] | Callable[..., Iterable[str]] = (),
-    beta: float = 1.0,
+    beta: float | None = None,
     lock: bool = True,
     stale_ttl: float | None = None,
     cache: str | None = None,
@@ -397,7 +397,10 @@ def cache_aside(
     - ``ttl``: seconds an entry is fresh.
     - ``tags``: templates like ``key``, or a callable returning tags; invalidating a tag
       (:func:`resee_perf.invalidate_tags`) turns every entry under it into a miss.
-    - ``beta``: XFetch early-expiry factor; 0 disables early recomputes.
+    - ``beta``: XFetch early-expiry factor; 0 disables early recomputes. Default 1.0, or 0.0
+      when ``stale_ttl`` is given (serving stale already keeps readers from waiting, and early
+      refreshes on top of it recompute a hot key several times per TTL); an explicit value is
+      honoured either way.
     - ``lock``: on a miss, one caller recomputes while the others wait for its value.
     - ``stale_ttl``: seconds an expired entry may still be served while one caller refreshes.
     - ``cache``: the cache alias (default ``RESEE_PERF['CACHE_ALIAS']``).

@@ -4,8 +4,12 @@ and a write through the API is seen by the next GET (the tags the invalidation w
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable
+
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 from pytest_django import DjangoAssertNumQueries
 from rest_framework.test import APIClient
 
@@ -33,6 +37,51 @@ def test_todays_reviews_are_cached_until_a_completion(
     assert response.status_code == 200
     after = api.get("/api/review/today/").json()
     assert [item["id"] for item in after["results"]] == [second.pk]
+
+
+SetNow = Callable[[datetime.datetime], None]
+
+
+@pytest.fixture
+def set_now(monkeypatch: pytest.MonkeyPatch) -> SetNow:
+    """Freezes Django's clock (``timezone.now``, so ``localdate`` too) at the moment given. The
+    cache's own clock keeps running: an entry stored "at 23:59" is still fresh "at 00:01"."""
+
+    def freeze(moment: datetime.datetime) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: moment)
+
+    return freeze
+
+
+def test_todays_reviews_cached_at_2359_are_not_served_at_0001_and_still_follow_writes(
+    api: APIClient,
+    user: User,
+    make_schedule: MakeSchedule,
+    set_now: SetNow,
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    zone = timezone.get_current_timezone()
+    set_now(datetime.datetime(2026, 12, 3, 23, 59, tzinfo=zone))
+    overdue = make_schedule(user, next_review_date=datetime.date(2026, 12, 3))
+    tomorrows = make_schedule(user, next_review_date=datetime.date(2026, 12, 4))
+    evening = api.get("/api/review/today/").json()
+    assert evening["date"] == "2026-12-03"
+    assert [item["id"] for item in evening["results"]] == [overdue.pk]
+    with django_assert_num_queries(0):
+        assert api.get("/api/review/today/").json() == evening
+
+    # No write announces midnight; the entry is well within its TTL, but the day is in the key.
+    set_now(datetime.datetime(2026, 12, 4, 0, 1, tzinfo=zone))
+    morning = api.get("/api/review/today/").json()
+    assert morning["date"] == "2026-12-04"
+    assert [item["id"] for item in morning["results"]] == [overdue.pk, tomorrows.pk]
+    with django_assert_num_queries(0):
+        assert api.get("/api/review/today/").json() == morning
+
+    response = api.post(f"/api/review/complete/{tomorrows.pk}/", {"result": "remembered"})
+    assert response.status_code == 200
+    after = api.get("/api/review/today/").json()
+    assert [item["id"] for item in after["results"]] == [overdue.pk]
 
 
 def test_stats_are_cached_per_user_until_a_review(

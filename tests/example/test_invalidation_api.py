@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient, APIRequestFactory
 
@@ -163,7 +164,7 @@ def entry(cached: Any, **arguments: Any) -> bytes | None:
     return value
 
 
-TODAY, STATS = "review.views.TodayView.get", "analytics.views.StatsView.get"
+TODAY, STATS = "review.views.TodayView.due_on", "analytics.views.StatsView.get"
 
 
 def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_cached(
@@ -183,7 +184,7 @@ def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_ca
     assert pages["mine"][0]["count"] == 1
     assert pages["mine"][1]["total_reviews"] == 0
     their_entries = (
-        entry(TodayView.get, user_id=other_user.pk),
+        entry(TodayView.due_on, user_id=other_user.pk, day=timezone.localdate()),
         entry(StatsView.get, user_id=other_user.pk),
     )
     assert None not in their_entries
@@ -202,7 +203,7 @@ def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_ca
         assert theirs.get("/api/analytics/stats/").json() == pages["theirs"][1]
     assert (hits(TODAY), hits(STATS)) == (hits_before[0] + 1, hits_before[1] + 1)
     assert (
-        entry(TodayView.get, user_id=other_user.pk),
+        entry(TodayView.due_on, user_id=other_user.pk, day=timezone.localdate()),
         entry(StatsView.get, user_id=other_user.pk),
     ) == their_entries
 
