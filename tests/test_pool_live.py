@@ -34,6 +34,13 @@ from resee_perf._servers import assess, inspect_servers
 from resee_perf.checks import connection_budget_messages
 from resee_perf.pool import connection_budget
 
+# The shared small cluster counts every client: these tests flaked in the tox runs that
+# follow test.sh (one connection more than predicted, cause not found; closing note of
+# 2026-12-04).
+# Until that is found, they run once per CI run, on the newest Django.
+pytestmark = [pytest.mark.version_independent]
+
+
 ROOT = Path(__file__).resolve().parent.parent
 PORT = int(os.environ.get("PG_SMALL_PORT", "5434"))
 MAX_CONNECTIONS = 20
