@@ -10,7 +10,7 @@
 #   scripts/replica.sh status        # exit 0 when the replica is up, in recovery and streaming
 #   scripts/replica.sh destroy       # stop it and delete its data directory
 #
-# Faults, for a PRIVATE replica only (they refuse the shared default port 5433):
+# Faults, for a PRIVATE replica only (they refuse the shared ports 5433, 5435, 5436):
 #   scripts/replica.sh hang | resume            # SIGSTOP / SIGCONT the postmaster and all its
 #                                               # children: a hung server whose kernel still
 #                                               # accepts connections and ACKs queries
@@ -22,11 +22,29 @@
 # RESEE_REPLICA_DIR (the data directory; default under the postgres user's home when run as
 # root, which PostgreSQL refuses to run as, else .services/ in the repository).
 #
+# Several replicas: RESEE_REPLICAS=N (1 to 3, without RESEE_REPLICA_PORT) runs the command for
+# each of the first N shared replicas, on ports 5433, 5435 and 5436 (5434 is pg_small.sh's),
+# one after the other: `RESEE_REPLICAS=2 scripts/replica.sh` ensures 5433 and 5435.
+#
 # The primary needs one thing: a pg_hba.conf entry allowing replication connections from
 # 127.0.0.1 (PostgreSQL 15's defaults already give wal_level=replica and max_wal_senders=10).
 # The script adds it and reloads the primary (never restarts it), only when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The shared replicas, in order: RESEE_REPLICAS=N uses the first N; faults refuse them all.
+SHARED_PORTS=(5433 5435 5436)
+if [ -z "${RESEE_REPLICA_PORT:-}" ] && [ "${RESEE_REPLICAS:-1}" != 1 ]; then
+  count="${RESEE_REPLICAS}"
+  [[ "$count" =~ ^[1-9][0-9]*$ ]] && [ "$count" -le "${#SHARED_PORTS[@]}" ] \
+    || { echo "replica: RESEE_REPLICAS should be 1 to ${#SHARED_PORTS[@]}, not '$count'" >&2; exit 1; }
+  [ -z "${RESEE_REPLICA_DIR:-}" ] \
+    || { echo "replica: RESEE_REPLICA_DIR names one data directory; unset it with RESEE_REPLICAS" >&2; exit 1; }
+  for port in "${SHARED_PORTS[@]:0:$count}"; do
+    RESEE_REPLICAS=1 RESEE_REPLICA_PORT="$port" bash "$PWD/scripts/replica.sh" "$@"
+  done
+  exit 0
+fi
 
 PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
@@ -196,8 +214,10 @@ drop_slot() {
 
 postmaster_pid() { head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true; }
 
+shared() { [[ " ${SHARED_PORTS[*]} " == *" $PORT "* ]]; }
+
 refuse_shared() {
-  [ "$PORT" != 5433 ] || die "'$1' is for a private replica (RESEE_REPLICA_PORT=...), never the shared one on 5433"
+  ! shared || die "'$1' is for a private replica (RESEE_REPLICA_PORT=...), never a shared one (${SHARED_PORTS[*]})"
 }
 
 # The postmaster first: stopped, it forks no child that the list below would miss.
@@ -269,7 +289,7 @@ ensure() {
     wait_until 20 streaming_from_primary || { tail -n 20 "$DATA/server.log" >&2; die "the replica does not stream"; }
   fi
   caught_up || die "the replica did not catch up with the primary within 20 s"
-  [ "$PORT" = 5433 ] || drop_slot
+  shared || drop_slot
   log "streaming replica of $PGHOST:$PGPORT up on $HOST:$PORT ($DATA)"
 }
 
@@ -293,7 +313,7 @@ case "${1:-ensure}" in
   stop) restartpoint; stop ;;
   lag) [ $# -eq 2 ] || die "usage: $0 lag SECONDS"; set_lag "$2" ;;
   status) replica_up && streaming_from_primary ;;
-  destroy) resume; stop; rm -rf "$DATA"; [ "$PORT" = 5433 ] || drop_slot ;;
+  destroy) resume; stop; rm -rf "$DATA"; shared || drop_slot ;;
   hang) hang ;;
   resume) resume ;;
   disconnect) disconnect ;;

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 source scripts/bootstrap.sh all dev
 bash scripts/services.sh
-# The streaming replica (port 5433) of the router tests: created or repaired in seconds.
-bash scripts/replica.sh
+# The two shared streaming replicas (ports 5433, 5435) of the router tests: created or
+# repaired in seconds each.
+RESEE_REPLICAS=2 bash scripts/replica.sh
 # The throwaway max_connections=20 cluster of the connection-budget proof (port 5434).
 bash scripts/pg_small.sh
 

@@ -325,3 +325,137 @@ def fault_replica(fault_replica_db: None, transactional_db: None) -> Iterator[Fa
                 control.script("ensure")
                 control.wait_caught_up()
             connections[FAULT_ALIAS].close()
+
+
+# -- several replicas: the second shared one, and two private ones ------------------------------
+
+SHARED_B = "replica_b"
+PRIVATE = ("replica_p1", "replica_p2")
+
+
+def _port(alias: str) -> int:
+    return int(connections.settings[alias]["PORT"])
+
+
+def _lock_path(alias: str) -> Path:
+    return Path(f"/tmp/resee-perf-replica-{_port(alias)}.lock")
+
+
+def alias_replay_lsn(alias: str) -> int:
+    return _replicas.parse_lsn(_query(alias, "SELECT pg_last_wal_replay_lsn()::text"))
+
+
+def wait_alias_caught_up(alias: str, timeout: float = 30, target: int | None = None) -> None:
+    """Until the replica behind ``alias`` has replayed ``target`` (default: the primary's
+    position now)."""
+    if target is None:
+        target = primary_lsn()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if alias_replay_lsn(alias) >= target:
+                return
+        except Exception:
+            connections[alias].close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{alias} did not catch up within {timeout} s")
+        time.sleep(0.02)
+
+
+class ReplicaControl:
+    """scripts/replica.sh for one replica alias of the test settings."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.port = _port(alias)
+
+    def script(self, *args: str) -> None:
+        run_script(*args, port=self.port)
+
+    def lag(self, seconds: float) -> None:
+        self.script("lag", str(seconds))
+
+    def stop(self) -> None:
+        self.script("stop")
+
+    def start(self) -> None:
+        self.script("start")
+
+    def replay_lsn(self) -> int:
+        return alias_replay_lsn(self.alias)
+
+    def wait_caught_up(self, timeout: float = 30, target: int | None = None) -> None:
+        wait_alias_caught_up(self.alias, timeout, target)
+
+    def restore(self) -> None:
+        """Running, unlagged and caught up; rebuilt (a few seconds) if past repair."""
+        connections[self.alias].close()
+        try:
+            self.start()
+            self.lag(0)
+            self.wait_caught_up(timeout=15)
+        except (RuntimeError, AssertionError):
+            connections[self.alias].close()
+            self.script("ensure")
+            self.wait_caught_up()
+        connections[self.alias].close()
+
+
+@pytest.fixture(scope="session")
+def several_replicas_db(replica_db: None, django_db_blocker: Any) -> None:
+    """The second shared replica (5435) is up and has replayed the test database."""
+    with django_db_blocker.unblock(), _lock_path(SHARED_B).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        run_script("ensure", port=_port(SHARED_B))
+        wait_alias_caught_up(SHARED_B)
+        connections[SHARED_B].close()
+
+
+@pytest.fixture
+def two_replicas(several_replicas_db: None, transactional_db: None) -> Iterator[list[str]]:
+    """The two shared replicas, only read (shared locks), with the router installed."""
+    with _lock(fcntl.LOCK_SH), _lock_path(SHARED_B).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        with _routed_settings(REPLICAS=[ALIAS, SHARED_B]):
+            _fresh_state()
+            connections[SHARED_B].close()
+            yield [ALIAS, SHARED_B]
+            _fresh_state()
+            connections[SHARED_B].close()
+
+
+@pytest.fixture(scope="session")
+def private_replicas_db(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The two private replicas (5450, 5451), built or repaired (seconds each)."""
+    with django_db_blocker.unblock():
+        for alias in PRIVATE:
+            with _lock_path(alias).open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                ReplicaControl(alias).script("ensure")
+                wait_alias_caught_up(alias)
+                connections[alias].close()
+
+
+@pytest.fixture
+def private_replicas(
+    private_replicas_db: None, transactional_db: None
+) -> Iterator[tuple[ReplicaControl, ReplicaControl]]:
+    """Two private replicas to lag and stop at will (no router settings: the test sets its
+    own); running, unlagged and caught up again afterwards whatever the test did."""
+    handles = [_lock_path(alias).open("a") for alias in PRIVATE]
+    try:
+        for handle in handles:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        controls = (ReplicaControl(PRIVATE[0]), ReplicaControl(PRIVATE[1]))
+        _replicas.forget()
+        for control in controls:
+            connections[control.alias].close()
+        try:
+            yield controls
+        finally:
+            _replicas.forget()
+            for control in controls:
+                control.restore()
+    finally:
+        for handle in handles:
+            handle.close()

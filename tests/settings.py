@@ -71,6 +71,23 @@ DATABASES["replica"] = {
 # For the router's load balancing and failover tests: a second alias of the same replica, and
 # one whose server never answers (port 1 is closed).
 DATABASES["replica2"] = {**DATABASES["replica"], "TEST": {"MIRROR": "default"}}
+# The second shared streaming replica (RESEE_REPLICAS=2 scripts/replica.sh, port 5435): several
+# real replicas (tests/test_routers_replicas.py).
+DATABASES["replica_b"] = {
+    **DATABASES["replica"],
+    **dj_database_url.parse(
+        os.environ.get("REPLICA_B_DATABASE_URL", "postgres://postgres@127.0.0.1:5435/test")
+    ),
+    "OPTIONS": {"connect_timeout": 2},
+    "TEST": {"MIRROR": "default"},
+}
+# Two private replicas to lag and stop while the other serves (tests/test_routers_replicas.py).
+for _name, _port in zip(
+    ("replica_p1", "replica_p2"),
+    os.environ.get("RESEE_PRIVATE_REPLICA_PORTS", "5450 5451").split(),
+    strict=True,
+):
+    DATABASES[_name] = {**DATABASES["replica"], "PORT": int(_port), "TEST": {"MIRROR": "default"}}
 # A private replica for the fault tests (tests/test_routers_faults.py), which SIGSTOP it and cut
 # it off from its primary: never the shared one on 5433, which other test runs read from.
 DATABASES["replica_faults"] = {

@@ -127,13 +127,64 @@ def test_primary_and_replica_are_separate_servers() -> None:
         databases=databases,
         replicas=["replica"],
     )
-    assert dict(budget.per_server) == {"primary:5432": 10, "replica:5432": 8}
+    # The replica: 4 x 2 threads, and each web process's own health-check connection.
+    assert dict(budget.per_server) == {"primary:5432": 10, "replica:5432": 12}
     assert [server.kind for server in budget.servers] == ["primary", "replica"]
     assert budget.server_of("replica") == "replica:5432"
-    assert budget.fits(max_connections={"primary:5432": 13, "replica": 11}, reserved=3)
-    assert not budget.fits(max_connections={"default": 12, "replica": 11}, reserved=3)
+    assert budget.fits(max_connections={"primary:5432": 13, "replica": 15}, reserved=3)
+    assert not budget.fits(max_connections={"default": 12, "replica": 15}, reserved=3)
+    assert not budget.fits(max_connections={"default": 13, "replica": 14}, reserved=3)
     with pytest.raises(ValueError, match="no entry for server replica:5432"):
         budget.fits(max_connections={"default": 100})
+
+
+def test_every_replica_server_is_counted_with_its_check_connections() -> None:
+    """Several replicas: each server its own line; two aliases of one server one line that
+    adds them up (a thread holds a connection per alias, the router a check per alias)."""
+    databases = {
+        "default": db("primary"),
+        "replica_a": db("replica-a"),
+        "replica_b": db("replica-b"),
+        "replica_b2": db("replica-b"),  # a second alias of the same server
+        "reports": db("replica-c"),  # a replica the router does not use
+    }
+    budget = connection_budget(
+        web_workers=3,
+        threads_per_worker=4,
+        celery_workers=2,
+        celery_aliases=["default", "replica_a"],
+        extra_clients={"exporter": {"processes": 1, "aliases": ["replica_b"], "django": False}},
+        headroom=0,
+        databases=databases,
+        replicas=["replica_a", "replica_b", "replica_b2"],
+    )
+    assert dict(budget.per_server) == {
+        "primary:5432": 3 * 4 + 2,
+        # web 3 x 4 threads + 3 checks; celery 2 x 1 + 2 checks
+        "replica-a:5432": 12 + 3 + 2 + 2,
+        # two aliases x (web 3 x 4 + 3 checks), the exporter's 1 (not Django: no check)
+        "replica-b:5432": 2 * (12 + 3) + 1,
+        "replica-c:5432": 12,
+    }
+    assert [(server.server, server.kind) for server in budget.servers] == [
+        ("primary:5432", "primary"),
+        ("replica-a:5432", "replica"),
+        ("replica-b:5432", "replica"),
+        ("replica-c:5432", "primary"),
+    ]
+    assert budget.servers[2].aliases == ("replica_b", "replica_b2")
+    checks = {
+        (item.alias, item.client): item.connections
+        for item in budget.contributions
+        if item.client.endswith("(replica check)")
+    }
+    assert checks == {
+        ("replica_a", "web (replica check)"): 3,
+        ("replica_a", "celery (replica check)"): 2,
+        ("replica_b", "web (replica check)"): 3,
+        ("replica_b2", "web (replica check)"): 3,
+    }
+    assert any("replica_b, replica_b2 are one server" in note for note in budget.notes)
 
 
 def test_replicas_come_from_the_router_setting() -> None:

@@ -1,4 +1,4 @@
-"""System checks of the router: resee_perf.E020-E021, W020-W024."""
+"""System checks of the router: resee_perf.E020-E021, W020-W024, E040-E041, W040."""
 
 from __future__ import annotations
 
@@ -142,3 +142,70 @@ def test_the_example_project_routes_to_its_replica_when_it_has_one(
     assert not hasattr(settings, "DATABASE_ROUTERS")
     assert MIDDLEWARE not in settings.MIDDLEWARE
     assert "REPLICAS" not in settings.RESEE_PERF
+
+
+def weight_messages(weights: Any, replicas: list[str] | None = None) -> list[Any]:
+    resee_perf = {"REPLICAS": replicas or ["replica", "replica_b"], "REPLICA_WEIGHTS": weights}
+    with override_settings(
+        DATABASE_ROUTERS=[ROUTER], MIDDLEWARE=[MIDDLEWARE], RESEE_PERF=resee_perf
+    ):
+        return [message for message in check_router() if message.id != "resee_perf.W024"]
+
+
+def test_sound_weights_pass() -> None:
+    assert weight_messages({"replica": 3, "replica_b": 1}) == []
+    assert weight_messages({"replica": 0, "replica_b": 0.5}) == []  # one drained
+
+
+def test_e040_a_weight_for_an_alias_not_in_replicas() -> None:
+    [error] = weight_messages({"replica": 1, "replcia_b": 2})
+    assert error.id == "resee_perf.E040"
+    assert "'replcia_b'" in error.msg
+    assert "replica_b" in error.hint
+
+
+def test_e041_a_negative_or_non_numeric_weight() -> None:
+    errors = weight_messages({"replica": -1, "replica_b": "2"})
+    assert [error.id for error in errors] == ["resee_perf.E041", "resee_perf.E041"]
+    assert "['REPLICA_WEIGHTS']['replica'] should be a non-negative number, not -1" in errors[0].msg
+    assert "not '2'" in errors[1].msg
+
+
+def test_w040_every_replica_weighs_zero() -> None:
+    [warning] = weight_messages({"replica": 0, "replica_b": 0})
+    assert warning.id == "resee_perf.W040"
+
+
+def test_a_malformed_weights_setting_is_left_to_e002() -> None:
+    assert weight_messages(["replica"]) == []
+
+
+def test_a_bad_weight_is_a_configuration_error_at_runtime_too() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from resee_perf._replicas import routing_settings
+
+    with (
+        override_settings(RESEE_PERF={"REPLICAS": ["replica"], "REPLICA_WEIGHTS": {"replica": -2}}),
+        pytest.raises(ImproperlyConfigured, match=r"\['REPLICA_WEIGHTS'\]\['replica'\]"),
+    ):
+        routing_settings()
+    with override_settings(
+        RESEE_PERF={"REPLICAS": ["replica", "replica2"], "REPLICA_WEIGHTS": {"replica": 2}}
+    ):
+        settings_ = routing_settings()
+    assert dict(settings_.weights) == {"replica": 2.0, "replica2": 1.0}
+    assert settings_.in_rotation == ("replica", "replica2")
+
+
+def test_bad_weights_fail_manage_py_check() -> None:
+    with (
+        override_settings(
+            RESEE_PERF={"REPLICAS": ["replica"], "REPLICA_WEIGHTS": {"replica": -1, "nope": 1}}
+        ),
+        pytest.raises(
+            SystemCheckError,
+            match=r"resee_perf\.E040(.|\n)*resee_perf\.E041|resee_perf\.E041(.|\n)*resee_perf\.E040",
+        ),
+    ):
+        call_command("check")

@@ -223,7 +223,7 @@ def connection_budget(
     aliases, notes = read_databases(databases)
     clients = clients_of(processes)
     _check_alias_names(values, databases)
-    contributions = _contributions(aliases, clients)
+    contributions = _contributions(aliases, clients, replicas=set(replicas))
     servers = _servers(
         aliases,
         contributions,
@@ -269,7 +269,7 @@ def _touching(
 
 
 def _contributions(
-    aliases: Sequence[AliasConnections], clients: Sequence[Client]
+    aliases: Sequence[AliasConnections], clients: Sequence[Client], *, replicas: set[str]
 ) -> list[Contribution]:
     contributions = []
     for alias, client in _touching(aliases, clients):
@@ -284,6 +284,19 @@ def _contributions(
                 how=f"{client.processes_text} x {how}",
             )
         )
+        if alias.alias in replicas and client.django:
+            # The router's health check of each replica runs on a connection of its own, one
+            # per replica alias per process, outside the threads' connections and any pool.
+            contributions.append(
+                Contribution(
+                    server=alias.server,
+                    alias=alias.alias,
+                    client=f"{client.name} (replica check)",
+                    processes=client.processes,
+                    per_process=1,
+                    how=f"{client.processes_text} x 1 check connection",
+                )
+            )
     return contributions
 
 

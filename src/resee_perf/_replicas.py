@@ -23,8 +23,11 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import load_backend
@@ -36,7 +39,8 @@ from resee_perf._replica_check import (
     check_connection_options,
     read_status,
 )
-from resee_perf.conf import Snapshot, derived
+from resee_perf._validators import non_negative_number
+from resee_perf.conf import SETTING_NAME, Snapshot, derived
 from resee_perf.metrics import report_replica
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "primary_lsn",
     "routing_settings",
     "status",
+    "weight_error",
 ]
 
 # Process-wide and never reset, so that no generation is ever handed out twice.
@@ -63,6 +68,10 @@ class RoutingSettings:
     and dropped with it when the settings change."""
 
     replicas: tuple[str, ...]
+    weights: Mapping[str, float]
+    """Every alias of ``replicas`` with its weight (1 unless ``REPLICA_WEIGHTS`` says)."""
+    in_rotation: tuple[str, ...]
+    """The replicas that get reads: those of positive weight."""
     max_lag: float
     sticky_seconds: float
     check_interval: float
@@ -77,9 +86,30 @@ class RoutingSettings:
         return max(self.sticky_seconds, self.max_lag)
 
 
+def weight_error(alias: str, value: Any) -> str | None:
+    """What is wrong with ``REPLICA_WEIGHTS[alias]``, or None (resee_perf.E041)."""
+    if non_negative_number(value):
+        return None
+    return (
+        f"{SETTING_NAME}['REPLICA_WEIGHTS'][{alias!r}] should be a non-negative number, "
+        f"not {value!r}."
+    )
+
+
+def _weights(settings: Snapshot) -> dict[str, float]:
+    given = settings.REPLICA_WEIGHTS
+    for alias, value in given.items():
+        if problem := weight_error(alias, value):
+            raise ImproperlyConfigured(problem)
+    return {alias: float(given.get(alias, 1.0)) for alias in settings.REPLICAS}
+
+
 def _routing_view(settings: Snapshot) -> RoutingSettings:
+    weights = _weights(settings)
     return RoutingSettings(
         replicas=settings.REPLICAS,
+        weights=weights,
+        in_rotation=tuple(alias for alias in settings.REPLICAS if weights[alias] > 0),
         max_lag=settings.REPLICA_MAX_LAG_SECONDS,
         sticky_seconds=settings.STICKY_SECONDS,
         check_interval=settings.REPLICA_CHECK_INTERVAL,

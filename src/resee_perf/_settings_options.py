@@ -18,6 +18,7 @@ from resee_perf._validators import (
     optional,
     positive_int,
     positive_number,
+    str_keyed_dict,
     str_list,
 )
 
@@ -146,6 +147,17 @@ OPTIONS: dict[str, Option] = {
         validate=positive_number,
         expected="a positive number of seconds",
         doc="A replica whose replay lags the primary by more than this gets no reads.",
+    ),
+    "REPLICA_WEIGHTS": Option(
+        default={},
+        validate=str_keyed_dict,
+        expected="a dict of replica alias to a non-negative number",
+        doc=(
+            "Relative share of the reads each replica in `REPLICAS` gets, among the usable "
+            'ones that have replayed what the reader must see: `{"replica": 3, '
+            '"replica_b": 1}`. A replica left out weighs 1; 0 takes it out of rotation '
+            "(no reads, no checks) without removing it from `REPLICAS`."
+        ),
     ),
     "REPLICA_RETRY_SECONDS": Option(
         default=5.0,

@@ -47,6 +47,10 @@ def str_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(non_empty_str(item) for item in value)
 
 
+def str_keyed_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(non_empty_str(key) for key in value)
+
+
 def optional(validate: Callable[[Any], bool]) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         return value is None or validate(value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from django.conf import settings as django_settings
@@ -78,6 +79,8 @@ class Snapshot:
     REPLICA_MAX_LAG_SECONDS: float
     REPLICA_QUERY_TIMEOUT: float | None
     REPLICA_RETRY_SECONDS: float
+    REPLICA_WEIGHTS: Mapping[str, Any]
+    """As given; :func:`resee_perf._replicas.routing_settings` validates the weights."""
     STICKY_COOKIE_NAME: str
     STICKY_SECONDS: float
     TAG_TIMEOUT: int | None
@@ -108,6 +111,7 @@ def _build_snapshot() -> Snapshot:
             "REPLICA_CHECK_TIMEOUT": float(values["REPLICA_CHECK_TIMEOUT"]),
             "REPLICA_MAX_LAG_SECONDS": float(values["REPLICA_MAX_LAG_SECONDS"]),
             "REPLICA_RETRY_SECONDS": float(values["REPLICA_RETRY_SECONDS"]),
+            "REPLICA_WEIGHTS": MappingProxyType(dict(values["REPLICA_WEIGHTS"])),
             "STICKY_SECONDS": float(values["STICKY_SECONDS"]),
             "METRICS_ALLOWED_NETWORKS": tuple(values["METRICS_ALLOWED_NETWORKS"]),
             "NPLUSONE_ALLOW": tuple(values["NPLUSONE_ALLOW"]),
@@ -260,6 +264,10 @@ class Settings:
     @property
     def REPLICA_RETRY_SECONDS(self) -> float:
         return snapshot().REPLICA_RETRY_SECONDS
+
+    @property
+    def REPLICA_WEIGHTS(self) -> dict[str, Any]:
+        return dict(snapshot().REPLICA_WEIGHTS)
 
     @property
     def STICKY_COOKIE_NAME(self) -> str:

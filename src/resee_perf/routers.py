@@ -12,6 +12,8 @@ Three rules decide where a read goes (docs/routing.md has the why of each):
    for ``STICKY_SECONDS`` instead.
 3. A replica that is down or lags more than ``REPLICA_MAX_LAG_SECONDS`` gets no reads; with no
    usable replica every read goes to the primary.
+4. Among the usable replicas that have replayed what the read must see, one is drawn at random
+   in proportion to ``REPLICA_WEIGHTS`` (1 each by default), once per scope.
 
 The scope lives in a :class:`contextvars.ContextVar`: each thread, each asyncio task and each
 request (the middleware opens one per request) has its own, and ``sync_to_async`` carries it
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
@@ -55,7 +57,7 @@ R = TypeVar("R")
 class RoutingScope:
     """The routing state of one request or task."""
 
-    __slots__ = ("after", "choice", "wrote_at")
+    __slots__ = ("after", "choice", "seen", "wrote_at")
 
     def __init__(self, after: WritePosition | None = None) -> None:
         self.after = after
@@ -65,6 +67,9 @@ class RoutingScope:
         self.choice: str | None = None
         """The alias this scope reads from, once chosen: one replica per scope, so that a
         request never sees data go back in time between two replicas."""
+        self.seen: int | None = None
+        """The replay position of the chosen replica when last routed to: should the scope
+        have to leave it (down, lagging), the next replica must have replayed as much."""
 
     @property
     def wrote(self) -> bool:
@@ -136,14 +141,32 @@ def _connected(alias: str) -> bool:
     return True
 
 
+def _by_weight(aliases: list[str], weights: Mapping[str, float]) -> Iterator[str]:
+    """``aliases`` in a random order where each comes first in proportion to its weight: the
+    first is the choice, the others the fallbacks should its connection fail."""
+    remaining = [(alias, weights.get(alias, 1.0)) for alias in aliases]
+    while remaining:
+        point = random.random() * sum(weight for _, weight in remaining)
+        index = len(remaining) - 1
+        for position, (_, weight) in enumerate(remaining):
+            point -= weight
+            if point < 0:
+                index = position
+                break
+        yield remaining.pop(index)[0]
+
+
 def _choose_replica(
-    scope: RoutingScope, replicas: tuple[str, ...], required: tuple[WritePosition, ...]
+    scope: RoutingScope, settings: _replicas.RoutingSettings, required: tuple[WritePosition, ...]
 ) -> tuple[str, str]:
-    statuses = {alias: _replicas.status(alias) for alias in replicas}
+    statuses = {alias: _replicas.status(alias) for alias in settings.in_rotation}
     usable = [alias for alias, status in statuses.items() if _usable(status)]
     if not usable:
         return PRIMARY, "no_replica"
-    positions = (scope.after, *required)
+    # Read-your-writes per replica: each is held to the client's write, the recompute's
+    # positions, and what the scope has already seen on a replica it had to leave.
+    floor = None if scope.seen is None else WritePosition(lsn=scope.seen, written_at=0.0)
+    positions = (scope.after, floor, *required)
     caught_up = [alias for alias in usable if has_replayed(statuses[alias], positions)]
     if not caught_up:
         if not required:
@@ -151,10 +174,10 @@ def _choose_replica(
             # through a request may still lack what the primary has already shown it.
             scope.choice = PRIMARY
         return PRIMARY, "catching_up"
-    random.shuffle(caught_up)
-    for alias in caught_up:
+    for alias in _by_weight(caught_up, settings.weights):
         if _connected(alias):
             scope.choice = alias
+            scope.seen = statuses[alias].replay_lsn
             return alias, "replica"
     return PRIMARY, "no_replica"
 
@@ -166,8 +189,8 @@ def choose_read_alias() -> tuple[str, str]:
     scope = current_scope()
     if scope.wrote_at is not None:
         return PRIMARY, "pinned"
-    replicas = _replicas.routing_settings().replicas
-    if not replicas:
+    settings = _replicas.routing_settings()
+    if not settings.in_rotation:
         return PRIMARY, "no_replica"
     # Django routes each query on its own, so without this a read inside atomic() on the
     # primary would go to a replica that cannot see the transaction's uncommitted writes.
@@ -177,11 +200,13 @@ def choose_read_alias() -> tuple[str, str]:
     choice = scope.choice
     if choice == PRIMARY:
         return PRIMARY, "catching_up"
-    if choice is not None and choice in replicas:
+    if choice is not None and choice in settings.in_rotation:
         status = _replicas.status(choice)
         if _usable(status) and has_replayed(status, required):
+            if status.replay_lsn is not None:
+                scope.seen = status.replay_lsn
             return choice, "replica"
-    return _choose_replica(scope, replicas, required)
+    return _choose_replica(scope, settings, required)
 
 
 def note_write() -> None:

@@ -27,7 +27,8 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``W045`` an ``invalidate_on`` model's foreign key has a database-level ``on_delete``
   (Django 6.1), whose deletes and updates send no signal.
 
-``routing`` -- ``StickyReplicaRouter`` and ``StickyReadsMiddleware`` (E020-E029 / W020-W029):
+``routing`` -- ``StickyReplicaRouter`` and ``StickyReadsMiddleware`` (E020-E029 / W020-W029,
+E040-E041 / W040):
 
 - ``E020`` ``REPLICAS`` lists an alias that is not in ``settings.DATABASES``.
 - ``E021`` ``REPLICAS`` lists ``default``, the primary.
@@ -37,6 +38,9 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``W023`` the middleware after ``SessionMiddleware``.
 - ``W024`` a PostgreSQL replica alias without ``OPTIONS['connect_timeout']``.
 - ``W025`` a replica with persistent connections and no ``REPLICA_QUERY_TIMEOUT``.
+- ``E040`` ``REPLICA_WEIGHTS`` weighs an alias that is not in ``REPLICAS``.
+- ``E041`` a ``REPLICA_WEIGHTS`` weight that is not a non-negative number.
+- ``W040`` ``REPLICA_WEIGHTS`` gives every replica the weight 0.
 
 ``connections`` -- the connection budget (E030-E039 / W030-W039):
 

@@ -1,5 +1,5 @@
 """Checks of ``StickyReplicaRouter`` and ``StickyReadsMiddleware`` (docs/routing.md):
-resee_perf.E020-E029 / W020-W029."""
+resee_perf.E020-E029 / W020-W029, and E040-E041 / W040 for ``REPLICA_WEIGHTS``."""
 
 from __future__ import annotations
 
@@ -111,6 +111,56 @@ def check_router(
             )
         )
     messages.extend(_check_replica_connect_timeouts([a for a in replicas if a != PRIMARY]))
+    messages.extend(_check_weights(user.get("REPLICA_WEIGHTS", {}), replicas))
+    return messages
+
+
+def _check_weights(weights: Any, replicas: Sequence[str]) -> list[CheckMessage]:
+    """E040: a weight for an alias that is not in REPLICAS (a typo, or a replica removed from
+    REPLICAS but not from the weights); E041: a weight that is not a non-negative number;
+    W040: every replica weighs 0, so every read goes to the primary."""
+    from resee_perf._replicas import weight_error
+
+    if not OPTIONS["REPLICA_WEIGHTS"].validate(weights):
+        return []  # E002 says so
+    messages: list[CheckMessage] = []
+    for alias, value in weights.items():
+        if alias not in replicas:
+            messages.append(
+                Error(
+                    f"{SETTING_NAME}['REPLICA_WEIGHTS'] has a weight for {alias!r}, which is "
+                    f"not in {SETTING_NAME}['REPLICAS'].",
+                    hint=(
+                        "Weigh only the aliases listed in REPLICAS"
+                        + (f" ({', '.join(replicas)})." if replicas else ".")
+                    ),
+                    id="resee_perf.E040",
+                )
+            )
+        if problem := weight_error(alias, value):
+            messages.append(
+                Error(
+                    problem,
+                    hint=(
+                        "Weights are relative shares of the reads, e.g. 3 and 1; 0 takes a "
+                        "replica out of rotation."
+                    ),
+                    id="resee_perf.E041",
+                )
+            )
+    valid = all(weight_error(alias, value) is None for alias, value in weights.items())
+    if replicas and valid and all(weights.get(alias, 1) == 0 for alias in replicas):
+        messages.append(
+            Warning(
+                f"{SETTING_NAME}['REPLICA_WEIGHTS'] gives every replica in "
+                f"{SETTING_NAME}['REPLICAS'] the weight 0.",
+                hint=(
+                    "Every read goes to the primary. Give at least one replica a positive "
+                    "weight, or empty REPLICAS if that is the intent."
+                ),
+                id="resee_perf.W040",
+            )
+        )
     return messages
 
 
