@@ -25,6 +25,7 @@ from resee_perf import cache_aside
 from resee_perf._aredis import async_client_for
 from resee_perf._astore import AsyncRedisStore, astore_for
 from resee_perf._breaker import breaker_for
+from resee_perf._tag_invalidation import bump_generations
 from tests.test_cache_redis_server import PrivateRedis, commands
 
 SOCKET_TIMEOUT = 0.2
@@ -319,3 +320,35 @@ def test_locmem_keeps_djangos_async_cache_api() -> None:
         return [await value(1), await value(1), await value.ainvalidate(1), await value(1)]
 
     assert asyncio.run(main()) == [1, 1, True, 2]
+
+
+def test_a_restart_from_an_old_snapshot_is_seen_by_the_async_pool(
+    settings: Any, tmp_path: Any
+) -> None:
+    """The async pool confirms the epoch on each new connection, as the sync one does: after
+    a restart from a snapshot taken before a tag bump, the old entry is a miss."""
+    server = PrivateRedis(tmp_path)
+    server.port = PORTS[1]
+    server.start()
+    settings.CACHES = {**settings.CACHES, "private": private_settings(server)}
+    runs = Counter[str]()
+
+    @cache_aside("restart:{x}", ttl=60, tags=["restart:{x}"], cache="private")
+    async def value(x: int) -> int:
+        runs["value"] += 1
+        return runs["value"]
+
+    try:
+        assert asyncio.run(value(1)) == 1
+        server.client().save()  # the entry and its generation, as they were
+        bump_generations(caches["private"], ["restart:1"])  # a write: the entry is invalid
+        assert asyncio.run(value(1)) == 2
+        server.kill()
+        server.start()  # back from the snapshot: entry 1 under its old, matching generation
+
+        async def twice() -> list[int]:
+            return [await value(1), await value(1)]
+
+        assert asyncio.run(twice()) == [3, 3]  # a miss (new epoch), then a hit
+    finally:
+        server.stop()
