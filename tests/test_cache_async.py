@@ -352,3 +352,20 @@ def test_a_restart_from_an_old_snapshot_is_seen_by_the_async_pool(
         assert asyncio.run(twice()) == [3, 3]  # a miss (new epoch), then a hit
     finally:
         server.stop()
+
+
+def test_an_async_refresh_while_caching_is_off_invalidates_the_entry(
+    settings: Any, resee: dict[str, Any]
+) -> None:
+    runs = Counter[str]()
+
+    @cache_aside("off-refresh:{x}", ttl=60)
+    async def value(x: int) -> int:
+        runs["value"] += 1
+        return runs["value"]
+
+    assert asyncio.run(value(1)) == 1
+    settings.RESEE_PERF = {**resee, "CACHE_ENABLED": False}
+    assert asyncio.run(value.refresh(1)) == 2  # ran, stored nothing, buried the entry
+    settings.RESEE_PERF = resee
+    assert asyncio.run(value(1)) == 3  # not the entry cached before the switch-off

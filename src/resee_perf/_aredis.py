@@ -15,6 +15,7 @@ the pools of closed loops are dropped when the next one is made).
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ _COPIED = frozenset(
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncRedis]] = (
     weakref.WeakKeyDictionary()
 )
+# Loops of several threads make their pools at once; the hit path only reads.
+_clients_lock = threading.Lock()
 
 
 def async_client_for(cache: BaseCache) -> AsyncRedis | None:
@@ -89,9 +92,10 @@ def async_client_for(cache: BaseCache) -> AsyncRedis | None:
     loop = asyncio.get_running_loop()
     clients = _clients.get(loop)
     if clients is None:
-        for closed in [other for other in _clients if other.is_closed()]:
-            del _clients[closed]
-        clients = _clients[loop] = {}
+        with _clients_lock:
+            for closed in [other for other in _clients if other.is_closed()]:
+                del _clients[closed]
+            clients = _clients.setdefault(loop, {})
     client = clients.get(key)
     if client is None:
         if blocking:

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -386,12 +387,16 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncSto
 )
 
 
+_stores_lock = threading.Lock()
+
+
 def astore_for(alias: str) -> AsyncStore:
     """The running loop's async store for ``alias``; to be called from a coroutine."""
     loop = asyncio.get_running_loop()
     stores = _stores.get(loop)
     if stores is None:
-        stores = _stores[loop] = {}
+        with _stores_lock:
+            stores = _stores.setdefault(loop, {})
     store = stores.get(alias)
     if store is None:
         cache = caches[alias]

@@ -404,7 +404,10 @@ class CachedFunction(Generic[P, R_co]):
         aside = self._aside
         call = aside.prepare(args, kwargs, asynchronous=True)
         if call is None:
-            self._invalidate_while_disabled(args, kwargs)
+            if not hot_settings().enabled:  # as _invalidate_while_disabled, on the loop
+                key, _tags = aside.key_and_tags(args, kwargs, helper=False)
+                await aside.abury(key)
+                self._bury_again_on_commit(key)
             return await aside.func(*args, **kwargs)
         return await drive_async(
             aside.policy.refreshing_now(call), functools.partial(aside.func, *args, **kwargs)
