@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.core.cache import caches
 from prometheus_client import REGISTRY
 
 from resee_perf import cache_aside
 from resee_perf._aredis import async_client_for
-from resee_perf._astore import AsyncRedisStore, astore_for
+from resee_perf._astore import AsyncRedisStore, AsyncThreadStore, astore_for
 from resee_perf._breaker import breaker_for
 from resee_perf._tag_invalidation import bump_generations
 from tests.test_cache_redis_server import PrivateRedis, commands
@@ -369,3 +370,34 @@ def test_an_async_refresh_while_caching_is_off_invalidates_the_entry(
     assert asyncio.run(value.refresh(1)) == 2  # ran, stored nothing, buried the entry
     settings.RESEE_PERF = resee
     assert asyncio.run(value(1)) == 3  # not the entry cached before the switch-off
+
+
+class OwnConnection(redis.Connection):
+    """A connection class redis.asyncio has no twin of (as Sentinel's managed connections)."""
+
+
+def test_a_redis_the_asyncio_client_cannot_copy_runs_the_sync_store_in_a_thread(
+    server: PrivateRedis, settings: Any
+) -> None:
+    own = private_settings(server)
+    own["OPTIONS"] = {
+        **own["OPTIONS"],
+        "CONNECTION_POOL_KWARGS": {"connection_class": OwnConnection},
+    }
+    settings.CACHES = {**settings.CACHES, "own": own}
+
+    @cache_aside("own:{x}", ttl=60, cache="own")
+    async def value(x: int) -> int:
+        return x
+
+    admin = server.client()
+
+    async def main() -> tuple[Any, list[int]]:
+        await value(1)
+        admin.config_resetstat()
+        return astore_for("own"), [await value(1) for _ in range(10)]
+
+    store, values = asyncio.run(main())
+    assert isinstance(store, AsyncThreadStore)
+    assert values == [1] * 10
+    assert commands(admin) == {"mget": 10}
