@@ -380,6 +380,8 @@ def test_a_redis_the_asyncio_client_cannot_copy_runs_the_sync_store_in_a_thread(
     server: PrivateRedis, settings: Any
 ) -> None:
     own = private_settings(server)
+    # Another URL: django-redis keeps one pool per URL for the process, whatever its OPTIONS.
+    own["LOCATION"] = f"redis://127.0.0.1:{server.port}/1"
     own["OPTIONS"] = {
         **own["OPTIONS"],
         "CONNECTION_POOL_KWARGS": {"connection_class": OwnConnection},
