@@ -1,5 +1,6 @@
 """The recompute policy (resee_perf._flow) stepped by hand: the generator yields what it needs
-(run the body, sleep, spawn a refresh) and the test plays the driver. Pure: no services (a
+(run the body, sleep, spawn a refresh, a cache operation) and the test plays the driver,
+running the cache operations (Io) as the sync driver does. Pure: no services (a
 locmem cache, a fake clock)."""
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from resee_perf import testing
 from resee_perf._flow import (
     RUN,
     Call,
+    Flow,
+    Instruction,
+    Io,
     Policy,
     Sleep,
     Spawn,
@@ -40,6 +44,26 @@ def clock() -> Iterator[Clock]:
     testing.set_random(lambda: 0.5)
     yield fake
     testing.restore_time()
+
+
+def past_io(flow: Flow, instruction: Instruction) -> Instruction:
+    """Run the cache operations the flow yields, up to its next other instruction."""
+    while isinstance(instruction, Io):
+        try:
+            result = instruction.operation(*instruction.args)
+        except Exception as error:
+            instruction = flow.throw(error)
+        else:
+            instruction = flow.send(result)
+    return instruction
+
+
+def first(flow: Flow) -> Instruction:
+    return past_io(flow, next(flow))
+
+
+def send(flow: Flow, value: object) -> Instruction:
+    return past_io(flow, flow.send(value))
 
 
 def new_call(store: DjangoStore) -> Call:
@@ -79,16 +103,16 @@ def test_a_miss_runs_the_body_once_and_stores_what_it_returned(
 ) -> None:
     miss, call = policy(), new_call(store)
     flow = miss.flow(call, miss.first_read(call))
-    assert next(flow) is RUN
+    assert first(flow) is RUN
     with pytest.raises(StopIteration) as done:
-        flow.send("value")
+        send(flow, "value")
     assert done.value.value == "value"
     # The next call reads the entry: a hit, served without the generator yielding anything.
     again = new_call(store)
     again.key, again.lock_key = call.key, call.lock_key
     hit = miss.flow(again, miss.first_read(again))
     with pytest.raises(StopIteration) as served:
-        next(hit)
+        first(hit)
     assert served.value.value == "value"
 
 
@@ -98,16 +122,16 @@ def test_a_waiter_sleeps_while_another_caller_holds_the_lock(
     holder, call = policy(), new_call(store)
     store.acquire(call.lock_key, "someone-else", 5)
     flow = holder.flow(call, holder.first_read(call))
-    first = next(flow)
-    assert isinstance(first, Sleep)
-    assert 0 < first.seconds <= 0.02
+    sleep = first(flow)
+    assert isinstance(sleep, Sleep)
+    assert 0 < sleep.seconds <= 0.02
     # The holder stores its entry meanwhile: the waiter's next re-read serves it.
     writer = policy(lock=False)
     other = new_call(store)
     other.key, other.lock_key = call.key, call.lock_key
     assert drive(writer.flow(other, writer.first_read(other)), lambda: "theirs") == "theirs"
     with pytest.raises(StopIteration) as done:
-        flow.send(None)
+        send(flow, None)
     assert done.value.value == "theirs"
 
 
@@ -121,10 +145,10 @@ def test_a_stale_entry_is_served_while_a_refresh_is_spawned(
     again = new_call(store)
     again.key, again.lock_key = call.key, call.lock_key
     flow = stale.flow(again, stale.first_read(again))
-    spawn = next(flow)
+    spawn = first(flow)
     assert isinstance(spawn, Spawn)
     with pytest.raises(StopIteration) as served:
-        flow.send(None)
+        send(flow, None)
     assert served.value.value == "old"
     # The spawned refresh is a flow of its own: it runs the body and stores the new value.
     assert drive(spawn.flow, lambda: "new") == "new"
@@ -135,18 +159,18 @@ def test_a_stale_entry_is_served_while_a_refresh_is_spawned(
 
 def test_an_unreachable_cache_runs_the_body_without_storing(store: DjangoStore) -> None:
     flow = policy().flow(new_call(store), Unreachable())
-    assert next(flow) is RUN
+    assert first(flow) is RUN
     with pytest.raises(StopIteration) as done:
-        flow.send("direct")
+        send(flow, "direct")
     assert done.value.value == "direct"
 
 
 def test_a_body_that_raises_releases_the_lock(clock: Clock, store: DjangoStore) -> None:
     failing, call = policy(), new_call(store)
     flow = failing.flow(call, failing.first_read(call))
-    assert next(flow) is RUN
+    assert first(flow) is RUN
     with pytest.raises(ValueError, match="boom"):
-        flow.throw(ValueError("boom"))
+        past_io(flow, flow.throw(ValueError("boom")))
     assert store.acquire(call.lock_key, "next", 5)  # free again
 
 

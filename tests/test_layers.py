@@ -31,6 +31,7 @@ LAYERS = {
             "_keys",
             "_entries",
             "_redis",
+            "_aredis",
             "_lsn",
             "_sql_shapes",
             "_call_sites",
@@ -41,7 +42,7 @@ LAYERS = {
     **dict.fromkeys(["_replicas", "_query_profile", "_view_keys", "_request_metrics"], 2),
     **dict.fromkeys(["_databases", "_clients"], 1),
     # Stores.
-    **dict.fromkeys(["_generations", "_store", "_query_deadline"], 2),
+    **dict.fromkeys(["_generations", "_store", "_astore", "_query_deadline"], 2),
     # What features share: read-after rules, the pending invalidations, the hit's settings.
     **dict.fromkeys(["_freshness", "_pending", "_cache_settings"], 3),
     # Features.

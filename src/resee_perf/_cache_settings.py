@@ -9,6 +9,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from resee_perf import _pending
+from resee_perf._astore import forget_async_stores
 from resee_perf._breaker import reset_breakers
 from resee_perf._entries import SERIALIZERS, Codec, Serializer
 from resee_perf._store import forget_stores
@@ -54,6 +55,7 @@ def _forget_state(*, setting: str, **kwargs: Any) -> None:
     if setting in {"CACHES", "RESEE_PERF"}:
         reset_breakers()
         forget_stores()
+        forget_async_stores()
         _pending.queue.clear()
 
 

@@ -2,8 +2,11 @@
 
 Everything but a plain hit (which :mod:`resee_perf.cache` serves inline) is a generator that
 yields what it needs from the outside: run the body (:data:`RUN`), sleep (:class:`Sleep`),
-start a background refresh (:class:`Spawn`). One policy serves sync and async functions; each
-driver does those three things its own way. ``resee_perf.cache``'s docstring tells the policy.
+start a background refresh (:class:`Spawn`), and each cache operation (:class:`Io`, a bound
+method of the call's store). One policy serves sync and async functions; each driver does those
+four things its own way: the sync driver calls a :class:`~resee_perf._store.Store`, the async
+one awaits an :class:`~resee_perf._astore.AsyncStore` (redis.asyncio), so a coroutine never
+blocks its event loop on the cache. ``resee_perf.cache``'s docstring tells the policy.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connections
 
-from resee_perf import _freshness, _generations, _refresh, _view_keys, metrics
+from resee_perf import _freshness, _refresh, _view_keys, metrics
 from resee_perf._cache_settings import hot_settings
 from resee_perf._entries import Entry, Garbage, Rejected, payload
 from resee_perf._options import Options
 from resee_perf._query_profile import add_cache_time
 from resee_perf._store import Store, Unavailable
+
+if TYPE_CHECKING:
+    from resee_perf._astore import AsyncStore
 
 logger = logging.getLogger("resee_perf.cache")
 
@@ -59,7 +65,16 @@ class Spawn:
     name: str
 
 
-Instruction = Run | Sleep | Spawn
+@dataclass(frozen=True)
+class Io:
+    """A cache operation: ``operation(*args)``, awaited by the async driver. Its exception
+    (:class:`Unavailable` from a store) is thrown back into the flow at the yield."""
+
+    operation: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+Instruction = Run | Sleep | Spawn | Io
 Flow = Generator[Instruction, Any, Any]
 
 # Waiters poll for the holder's entry: soon at first (most bodies are fast), then every
@@ -89,7 +104,7 @@ class Call:
         lock_key: str,
         tags: tuple[str, ...],
         tag_keys: tuple[str, ...],
-        store: Store,
+        store: Store | AsyncStore,
     ) -> None:
         self.key = key
         self.lock_key = lock_key
@@ -103,12 +118,10 @@ class Call:
 # --- Reading and storing entries ---
 
 
-def read_entry(name: str, call: Call, *, report: bool = True) -> Entry | None:
-    before = time.monotonic()
-    raw, generations = call.store.read(call.key, call.tag_keys)
-    add_cache_time(time.monotonic() - before)  # Server-Timing "cache" (profiling.py)
-    call.seen = raw
-    call.seen_at = before
+def decode_entry(
+    name: str, call: Call, raw: Any, generations: list[int | None], *, report: bool = True
+) -> Entry | None:
+    """What a read of the entry and its generations found (``call.seen`` is set already)."""
     try:
         entry = hot_settings().codec.decode(raw, call.key)
     except Rejected as error:
@@ -127,22 +140,57 @@ def read_entry(name: str, call: Call, *, report: bool = True) -> Entry | None:
     return entry
 
 
-def reread(name: str, call: Call) -> Entry | None:
-    """Read again (lock waits, checks under the lock): garbage was reported by the first
-    read of the call, and is a missing entry here."""
+def read_entry(name: str, call: Call) -> Entry | None:
+    """The first read of a sync call, inline (the hit path)."""
+    before = time.monotonic()
+    raw, generations = cast(Store, call.store).read(call.key, call.tag_keys)
+    add_cache_time(time.monotonic() - before)  # Server-Timing "cache" (profiling.py)
+    call.seen = raw
+    call.seen_at = before
+    return decode_entry(name, call, raw, generations)
+
+
+async def aread_entry(name: str, call: Call) -> Entry | None:
+    """The first read of an async call: one awaited round trip."""
+    before = time.monotonic()
+    raw, generations = await cast("AsyncStore", call.store).read(call.key, call.tag_keys)
+    add_cache_time(time.monotonic() - before)
+    call.seen = raw
+    call.seen_at = before
+    return decode_entry(name, call, raw, generations)
+
+
+async def afirst_read(name: str, call: Call) -> Entry | Unreachable | None:
+    """:meth:`Policy.first_read` of an async call."""
     try:
-        return read_entry(name, call, report=False)
+        return await aread_entry(name, call)
+    except Unavailable:
+        return UNREACHABLE
     except Garbage:
         return None
 
 
-def release(call: Call, token: str) -> None:
+def reread(name: str, call: Call) -> Flow:
+    """Read again (lock waits, checks under the lock): garbage was reported by the first
+    read of the call, and is a missing entry here."""
+    before = time.monotonic()
+    raw, generations = yield Io(call.store.read, (call.key, call.tag_keys))
+    add_cache_time(time.monotonic() - before)
+    call.seen = raw
+    call.seen_at = before
+    try:
+        return decode_entry(name, call, raw, generations, report=False)
+    except Garbage:
+        return None
+
+
+def release(call: Call, token: str) -> Flow:
     # If the cache is gone, the lock expires after lock_timeout.
     with contextlib.suppress(Unavailable):
-        call.store.release(call.lock_key, token)
+        yield Io(call.store.release, (call.lock_key, token))
 
 
-def store_entry(name: str, options: Options, call: Call, blob: bytes) -> None:
+def store_entry(name: str, options: Options, call: Call, blob: bytes) -> Flow:
     """Store the entry only if the key still holds what the last read before the body saw:
     a write whose ``invalidate()`` (a tombstone) came after that read, or another caller's
     store, makes this value the older one, and the caller gets it without it being stored."""
@@ -159,11 +207,25 @@ def store_entry(name: str, options: Options, call: Call, blob: bytes) -> None:
         metrics.report_store_skipped(name, "slow")
         return
     try:
-        stored = call.store.write(call.key, blob, options.ttl + options.stale_ttl, call.seen)
+        stored = yield Io(
+            call.store.write, (call.key, blob, options.ttl + options.stale_ttl, call.seen)
+        )
     except Unavailable:
         return
     if not stored:
         metrics.report_store_skipped(name, "changed")
+
+
+def write_positions(call: Call) -> Flow:
+    """With replicas, the write positions of the call's tags (None if the cache failed: the
+    body then reads from the primary)."""
+    keys = _freshness.position_keys(call.tags)
+    if not keys:
+        return []
+    try:
+        return (yield Io(call.store.positions, (keys,)))
+    except Exception:
+        return None
 
 
 class Policy:
@@ -207,7 +269,7 @@ class Policy:
         while True:
             token = secrets.token_hex(16)
             try:
-                acquired = store.acquire(call.lock_key, token, lock_timeout)
+                acquired = yield Io(store.acquire, (call.lock_key, token, lock_timeout))
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield RUN)
@@ -231,20 +293,21 @@ class Policy:
             yield Sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, _MAX_POLL)
             try:
-                entry = reread(self.name, call)
+                fresh = yield from reread(self.name, call)
             except Unavailable:
                 metrics.report_cache(self.name, "error")
                 return (yield RUN)
-            if entry is not None and clock() < entry.expiry + self.options.stale_ttl:
+            if fresh is not None and clock() < fresh.expiry + self.options.stale_ttl:
                 metrics.report_lock_wait(self.name, time.monotonic() - started)
                 metrics.report_cache(self.name, "wait")
-                return entry.value()
+                return fresh.value()
 
     def _refresh_or_serve(self, call: Call, entry: Entry, result: str) -> Flow:
         """Start (or run) the refresh of a stale or early-expired entry if nobody else is."""
         token = secrets.token_hex(16)
         try:
-            acquired = call.store.acquire(call.lock_key, token, self.options.lock_seconds())
+            lock = (call.lock_key, token, self.options.lock_seconds())
+            acquired = yield Io(call.store.acquire, lock)
         except Unavailable:
             acquired = False
         if not acquired:
@@ -260,7 +323,7 @@ class Policy:
         try:
             # Check again: the previous holder may have stored the entry between our read and
             # our SET NX, and computing again would be the double recompute the lock prevents.
-            entry = reread(self.name, call)
+            entry = yield from reread(self.name, call)
             if entry is not None and clock() < entry.expiry:
                 metrics.report_cache(self.name, "wait" if waited else "hit")
                 return entry.value()
@@ -270,21 +333,21 @@ class Policy:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
         finally:
-            release(call, token)
+            yield from release(call, token)
 
     def _refreshing(self, call: Call, token: str, seen: Entry) -> Flow:
         try:
             # The lock is free again as soon as a refresh has stored its entry, and a reader
             # that saw the old entry just before may take it: refresh only if the entry we
             # saw is still the current one.
-            current = reread(self.name, call)
+            current = yield from reread(self.name, call)
             if current is not None and current.expiry > seen.expiry:
                 return current.value()
             return (yield from self.compute(call))
         except Unavailable:
             return seen.value()
         finally:
-            release(call, token)
+            yield from release(call, token)
 
     def compute(self, call: Call) -> Flow:
         """Run the body and store its value under the tag generations read before it ran."""
@@ -294,15 +357,16 @@ class Policy:
             # BEFORE the body: a write that commits while the body runs bumps a generation
             # after this read, so the value stored below is already invalid (the stale-set
             # race). Reading them after the body would make a stale value look current.
-            generations = store.guarded(lambda: _generations.read(store.cache, call.tag_keys))
+            generations = yield Io(store.generations, (call.tag_keys,))
         except Unavailable:
             generations = None
         started = clock()
         # With replicas (resee_perf._freshness): read AFTER the generations, the write
         # positions of the invalidations they reflect; the body's reads go to a replica only
         # once it has replayed them, so a lagging replica cannot refill an invalidated entry.
+        positions = yield from write_positions(call)
         with (
-            _freshness.reads_after(store.cache, call.tags),
+            _freshness.reads_after_positions(positions),
             _freshness.reads_after_tombstone(call.seen),
         ):
             value = yield RUN
@@ -322,14 +386,14 @@ class Policy:
         )
         blob = hot_settings().codec.encode(entry, call.key, self.name)
         if generations is not None:
-            store_entry(self.name, self.options, call, blob)
+            yield from store_entry(self.name, self.options, call, blob)
         return value
 
     def refreshing_now(self, call: Call) -> Flow:
         """``refresh()``: read what the key holds (a store must still find it there), then
         compute and store, whatever the key held."""
         try:
-            reread(self.name, call)
+            yield from reread(self.name, call)
         except Unavailable:
             metrics.report_cache(self.name, "error")
             return (yield RUN)
@@ -343,19 +407,22 @@ def drive(flow: Flow, body: Callable[[], Any]) -> Any:
     try:
         instruction = next(flow)
         while True:
-            if isinstance(instruction, Run):
-                try:
-                    value = body()
-                except BaseException as error:
-                    instruction = flow.throw(error)
-                    continue
-                instruction = flow.send(value)
-            elif isinstance(instruction, Sleep):
-                time.sleep(instruction.seconds)
-                instruction = flow.send(None)
-            else:
-                _spawn_thread(instruction, body)
-                instruction = flow.send(None)
+            try:
+                if isinstance(instruction, Io):
+                    result = instruction.operation(*instruction.args)
+                elif isinstance(instruction, Run):
+                    result = body()
+                elif isinstance(instruction, Sleep):
+                    time.sleep(instruction.seconds)
+                    result = None
+                else:
+                    _spawn_thread(instruction, body)
+                    result = None
+            except BaseException as error:
+                # Into the flow, whose finally blocks release the lock it may hold.
+                instruction = flow.throw(error)
+                continue
+            instruction = flow.send(result)
     except StopIteration as done:
         return done.value
     finally:
@@ -366,19 +433,22 @@ async def drive_async(flow: Flow, body: Callable[[], Awaitable[Any]]) -> Any:
     try:
         instruction = next(flow)
         while True:
-            if isinstance(instruction, Run):
-                try:
-                    value = await body()
-                except BaseException as error:
-                    instruction = flow.throw(error)
-                    continue
-                instruction = flow.send(value)
-            elif isinstance(instruction, Sleep):
-                await asyncio.sleep(instruction.seconds)
-                instruction = flow.send(None)
-            else:
-                _spawn_task(instruction, body)
-                instruction = flow.send(None)
+            try:
+                if isinstance(instruction, Io):
+                    result = await instruction.operation(*instruction.args)
+                elif isinstance(instruction, Run):
+                    result = await body()
+                elif isinstance(instruction, Sleep):
+                    await asyncio.sleep(instruction.seconds)
+                    result = None
+                else:
+                    _spawn_task(instruction, body)
+                    result = None
+            except BaseException as error:
+                # A cancellation too: the flow's finally blocks release the lock it holds.
+                instruction = flow.throw(error)
+                continue
+            instruction = flow.send(result)
     except StopIteration as done:
         return done.value
     finally:

@@ -213,23 +213,45 @@ def record(cache: BaseCache, tags: Sequence[str]) -> None:
     )
 
 
+def position_keys(tags: Sequence[str]) -> list[str]:
+    """The keys of ``tags``' write positions, which a recompute reads after the generations
+    (the store reads them: :meth:`resee_perf._store.Store.positions`); none without replicas."""
+    if not tags or not _replicas.routing_settings().replicas:
+        return []
+    return [position_key(tag) for tag in tags]
+
+
 @contextmanager
 def reads_after(cache: BaseCache, tags: Sequence[str]) -> Iterator[None]:
     """Run a recompute's body so that it reads what the last invalidations of ``tags`` wrote.
 
     To be entered after the tag generations were read. A cache error sends the body to the
-    primary: better one read there than a stale value stored as current.
+    primary: better one read there than a stale value stored as current. (``cache_aside``'s
+    flow reads the positions through its store and enters :func:`reads_after_positions`.)
     """
-    if not tags or not _replicas.routing_settings().replicas:
+    keys = position_keys(tags)
+    if not keys:
         yield
         return
+    positions: list[int] | None
     try:
-        found = cache.get_many([position_key(tag) for tag in tags])
+        found = cache.get_many(keys)
     except Exception:
+        positions = None
+    else:
+        positions = [value for value in found.values() if isinstance(value, int)]
+    with reads_after_positions(positions):
+        yield
+
+
+@contextmanager
+def reads_after_positions(positions: Sequence[int] | None) -> Iterator[None]:
+    """:func:`reads_after` once the positions at :func:`position_keys` are read; None (a
+    cache error) sends the body to the primary."""
+    if positions is None:
         with use_primary():
             yield
         return
-    positions = [value for value in found.values() if isinstance(value, int)]
     if not positions:
         yield
         return

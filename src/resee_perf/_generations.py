@@ -35,7 +35,7 @@ def parse(value: Any) -> int | None:
     return None
 
 
-def _timeout(key: str) -> int | None:
+def timeout_for(key: str) -> int | None:
     # The epoch key never expires (a TAG_TIMEOUT would turn every entry into a miss at once);
     # if it is evicted it is recreated at random like any generation.
     return None if key == epoch_key(conf.KEY_PREFIX) else conf.TAG_TIMEOUT
@@ -55,7 +55,7 @@ def read(cache: BaseCache, keys: Sequence[str]) -> list[int]:
         candidate = fresh_generation()
         # add() is atomic (SET NX on Redis): if another process created the key first, its
         # value wins and we read it back.
-        if cache.add(key, candidate, timeout=_timeout(key)):
+        if cache.add(key, candidate, timeout=timeout_for(key)):
             generations[key] = candidate
         else:
             value = cache.get(key)
@@ -90,4 +90,4 @@ def bump(cache: BaseCache, keys: Sequence[str]) -> None:
         except ValueError:
             # Missing key: nothing can be valid under a generation nobody holds, but create one
             # so that entries computed from now on record a definite value.
-            cache.add(key, fresh_generation(), timeout=_timeout(key))
+            cache.add(key, fresh_generation(), timeout=timeout_for(key))

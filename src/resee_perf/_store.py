@@ -44,6 +44,7 @@ from django.core.cache import BaseCache, caches
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
 from resee_perf._generations import parse
+from resee_perf._generations import read as read_generations
 from resee_perf._keys import epoch_key, run_id_key
 from resee_perf._redis import (
     BURY_SCRIPT,
@@ -122,6 +123,15 @@ class Store:
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         """The raw entry (None when missing) and each tag's generation, in one round trip."""
         raise NotImplementedError
+
+    def generations(self, tag_keys: Sequence[str]) -> list[int]:
+        """The current generation at each tag key, creating the missing ones (a recompute)."""
+        return self.guarded(lambda: read_generations(self.cache, tag_keys))
+
+    def positions(self, keys: Sequence[str]) -> list[int]:
+        """The write positions at ``keys`` (:mod:`resee_perf._freshness`); errors raise."""
+        found = self.cache.get_many(list(keys))
+        return [value for value in found.values() if isinstance(value, int)]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
         """Store ``blob`` only if ``key`` still holds ``seen``, what :meth:`read` returned for
@@ -309,6 +319,34 @@ def _note_orphan(alias: str, full_key: str, token: str) -> None:
     with _orphans_lock:
         if len(_maybe_orphaned) < _MAX_ORPHANS:
             _maybe_orphaned.append((alias, full_key, token))
+
+
+def note_orphan(alias: str, full_key: str, token: str) -> None:
+    """:func:`_note_orphan`, for the async store (:mod:`resee_perf._astore`)."""
+    _note_orphan(alias, full_key, token)
+
+
+def parse_run_id(info: Any) -> str:
+    """The run_id in a raw ``INFO server`` reply (for the async store's epoch watch)."""
+    return _run_id(info)
+
+
+def orphans_pending() -> bool:
+    return bool(_maybe_orphaned)
+
+
+def take_orphans(alias: str) -> list[tuple[str, str, str]]:
+    """The possibly orphaned locks of ``alias``, to release now (or give back on failure)."""
+    with _orphans_lock:
+        mine = [entry for entry in _maybe_orphaned if entry[0] == alias]
+        for entry in mine:
+            _maybe_orphaned.remove(entry)
+    return mine
+
+
+def give_back_orphans(entries: list[tuple[str, str, str]]) -> None:
+    with _orphans_lock:
+        _maybe_orphaned.extend(entries[: _MAX_ORPHANS - len(_maybe_orphaned)])
 
 
 _watch_lock = threading.Lock()

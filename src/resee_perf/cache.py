@@ -35,16 +35,26 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
 from resee_perf import _flow, _pending, _view_keys, metrics
 from resee_perf._arguments import SAFE_METHODS, Arguments
+from resee_perf._astore import astore_for
 from resee_perf._cache_settings import hot_settings
 from resee_perf._cache_settings import serializer_for as serializer_for  # checks use it
 from resee_perf._entries import Entry, UncacheableValue
-from resee_perf._flow import NO_HIT, Call, Policy, Unreachable, drive, drive_async, xfetch_early
+from resee_perf._flow import (
+    NO_HIT,
+    Call,
+    Policy,
+    Unreachable,
+    afirst_read,
+    drive,
+    drive_async,
+    xfetch_early,
+)
 from resee_perf._freshness import primary_position
 from resee_perf._keys import (
     ENTRY,
@@ -155,8 +165,11 @@ class _CacheAside:
             key += _view_keys.variant(self.name, request)
         return key, tags
 
-    def prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
-        """The keys of this call, or None when the cache must be skipped."""
+    def prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, asynchronous: bool = False
+    ) -> Call | None:
+        """The keys of this call, or None when the cache must be skipped. An async call's
+        store is the running loop's (redis.asyncio), so that it never blocks the loop."""
         hot = hot_settings()
         if not hot.enabled:
             metrics.report_cache(self.name, "bypass")
@@ -166,7 +179,8 @@ class _CacheAside:
             if request is not None and request.method not in SAFE_METHODS:
                 metrics.report_cache(self.name, "bypass")
                 return None
-        store = store_for(self.alias if self.alias is not None else hot.alias)
+        alias = self.alias if self.alias is not None else hot.alias
+        store = astore_for(alias) if asynchronous else store_for(alias)
         if not store.breaker.allow():
             metrics.report_cache(self.name, "bypass")
             return None
@@ -192,6 +206,22 @@ class _CacheAside:
         except Exception:
             # Also from on_commit, after the write committed: never an error for the request.
             # Retried in the background; this process serves no entry at key meanwhile.
+            logger.exception(
+                "%s: could not invalidate %s; retrying in the background", self.name, key
+            )
+            _pending.add_key(alias, key, self.options.tombstone_seconds())
+            return False
+
+    async def abury(self, key: str) -> bool:
+        """:meth:`bury` from a coroutine, through the loop's async store."""
+        alias = self.cache_alias()
+        try:
+            # The primary's position is a database query (with replicas): not on the loop.
+            position = await sync_to_async(primary_position)()
+            return await astore_for(alias).bury(
+                key, new_tombstone(position), self.options.tombstone_seconds()
+            )
+        except Exception:
             logger.exception(
                 "%s: could not invalidate %s; retrying in the background", self.name, key
             )
@@ -233,6 +263,9 @@ class BoundCachedFunction(Generic[R_co]):
     def invalidate(self, /, *args: Any, **kwargs: Any) -> bool:
         return self.__func__.invalidate(*args, self=self.__self__, **kwargs)
 
+    async def ainvalidate(self, /, *args: Any, **kwargs: Any) -> bool:
+        return await self.__func__.ainvalidate(*args, self=self.__self__, **kwargs)
+
     def refresh(self, /, *args: Any, **kwargs: Any) -> R_co:
         return self.__func__.refresh(self.__self__, *args, **kwargs)
 
@@ -265,10 +298,10 @@ class CachedFunction(Generic[P, R_co]):
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         aside = self._aside
-        call = aside.prepare(args, kwargs)
+        call = aside.prepare(args, kwargs, asynchronous=True)
         if call is None:
             return await aside.func(*args, **kwargs)
-        value, entry, early = self._hit(call)
+        value, entry, early = self._judge(await afirst_read(aside.name, call))
         if value is not NO_HIT:
             return value
         body = functools.partial(aside.func, *args, **kwargs)
@@ -279,8 +312,12 @@ class CachedFunction(Generic[P, R_co]):
 
         The plain hit is the path that must cost no more than a raw ``cache.get``: inline,
         without the generator the other paths need."""
+        return self._judge(self._aside.first_read(call))
+
+    def _judge(
+        self, entry: Entry | Unreachable | None
+    ) -> tuple[Any, Entry | Unreachable | None, bool]:
         aside = self._aside
-        entry = aside.first_read(call)
         if type(entry) is not Entry:
             return NO_HIT, entry, False
         now = _flow.clock()
@@ -322,8 +359,20 @@ class CachedFunction(Generic[P, R_co]):
         the database before this call cannot store its older value afterwards."""
         return self._invalidate_key(self.cache_key(*args, **kwargs))
 
+    async def ainvalidate(self, /, *args: Any, **kwargs: Any) -> bool:
+        """:meth:`invalidate` for async code: the tombstone goes through the event loop's
+        redis.asyncio client instead of blocking the loop."""
+        key = self.cache_key(*args, **kwargs)
+        buried = await self._aside.abury(key)
+        self._bury_again_on_commit(key)
+        return buried
+
     def _invalidate_key(self, key: str) -> bool:
         buried = self._aside.bury(key)
+        self._bury_again_on_commit(key)
+        return buried
+
+    def _bury_again_on_commit(self, key: str) -> None:
         for connection in connections.all(initialized_only=True):
             if connection.in_atomic_block:
                 # Until the commit, other connections read the old rows, and a recompute that
@@ -331,7 +380,6 @@ class CachedFunction(Generic[P, R_co]):
                 transaction.on_commit(
                     functools.partial(self._aside.bury, key), using=connection.alias
                 )
-        return buried
 
     def refresh(self, /, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run the function now and store its value, whatever the cache holds, unless the entry
@@ -354,9 +402,12 @@ class CachedFunction(Generic[P, R_co]):
 
     async def _refresh_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         aside = self._aside
-        call = aside.prepare(args, kwargs)
+        call = aside.prepare(args, kwargs, asynchronous=True)
         if call is None:
-            self._invalidate_while_disabled(args, kwargs)
+            if not hot_settings().enabled:  # as _invalidate_while_disabled, on the loop
+                key, _tags = aside.key_and_tags(args, kwargs, helper=False)
+                await aside.abury(key)
+                self._bury_again_on_commit(key)
             return await aside.func(*args, **kwargs)
         return await drive_async(
             aside.policy.refreshing_now(call), functools.partial(aside.func, *args, **kwargs)

@@ -1,0 +1,11 @@
+"""``uvicorn tests.asgi_site.asgi:application``."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.asgi_site.settings")
+
+application = get_asgi_application()
