@@ -31,6 +31,7 @@ LAYERS = {
             "_keys",
             "_entries",
             "_redis",
+            "_sentinel",
             "_lsn",
             "_sql_shapes",
             "_call_sites",
