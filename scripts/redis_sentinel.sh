@@ -68,6 +68,8 @@ start() {
   fi
   # Half a set (a crashed member, a sentinel left over from a failover): start afresh.
   stop
+  # Nothing from an earlier set: a full resync leaves a dump.rdb that a restart would load.
+  rm -rf "$dir"
   mkdir -p "$dir"
   local port
   for port in "${ports[@]}"; do
