@@ -44,7 +44,8 @@ def main() -> None:
     with override_settings(CACHES={**settings.CACHES, "plain": plain}):
         sentinel_client = client_for(caches["default"])
         plain_client = client_for(caches["plain"])
-        assert sentinel_client is not None and plain_client is not None
+        assert sentinel_client is not None
+        assert plain_client is not None
         script = sentinel_client.register_script(BUMP_SCRIPT)
         plain_script = plain_client.register_script(BUMP_SCRIPT)
         keys = ["bench:sentinel:tag"]
