@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import random
 import subprocess
 import threading
@@ -278,9 +279,15 @@ def test_a_sentinel_failover_under_load_loses_no_invalidation(sentinel_set: None
         time.sleep(STALE_BOUND_SECONDS)
     finally:
         stop.set()
+        # Drained before the joins: a child does not exit while its queued result is unread.
+        outcomes = []
+        for _ in processes:
+            try:
+                outcomes.append(results.get(timeout=90))
+            except queue.Empty:
+                break  # a child died without a result: its exit code fails the test below
         for process in processes:
-            process.join(60)
-        outcomes = [results.get(timeout=5) for process in processes if process.exitcode == 0]
+            process.join(30)
 
     errors = [error for outcome in outcomes for error in outcome["errors"]]
     stale = sorted(age for outcome in outcomes for age in outcome["stale"])
