@@ -7,11 +7,14 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from django.core.cache import caches
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from resee_perf._redis import client_for
 from resee_perf._sentinel import NotThePrimary, _confirm, run_on_primary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +79,19 @@ def test_a_write_to_a_server_the_sentinels_do_not_name_is_not_acknowledged(
         _confirm(pool, (host, port))
     primary = sentinel.discover_master("resee")
     _confirm(pool, (str(primary[0]), int(primary[1])))  # the named primary: no error
+
+
+def test_the_library_writes_and_scripts_through_the_sentinels_primary(
+    sentinel: Sentinel, settings: Any
+) -> None:
+    """client_for (every cache_aside read, lock, entry, bump and tombstone) takes the master pool
+    of django-redis's Sentinel client, never the replica pool its cache-API reads use."""
+    from tests.settings import SENTINEL_CACHE
+
+    settings.CACHES = {**settings.CACHES, "sentinel": SENTINEL_CACHE}
+    client = client_for(caches["sentinel"])
+    assert client is not None
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.is_master
+    assert client.config_get("port")["port"] == str(sentinel.discover_master("resee")[1])
