@@ -111,6 +111,35 @@ CACHES = {
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 
+# The Redis topology the cache tests run on (RESEE_TEST_REDIS): "single" (default, REDIS_URL),
+# "cluster" or "sentinel". Tests that only make sense on one node are marked `single_redis`
+# and skipped on the others (tests/conftest.py).
+RESEE_TEST_REDIS = os.environ.get("RESEE_TEST_REDIS", "single")
+
+# scripts/redis_sentinel.sh: service "resee", sentinels on 26380-26382 (or
+# RESEE_TEST_SENTINELS, "host:port,host:port,..."); django-redis's Sentinel client writes
+# through the primary the sentinels name, and reads through a replica.
+_sentinels = os.environ.get(
+    "RESEE_TEST_SENTINELS", "127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382"
+)
+SENTINEL_CACHE = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "LOCATION": f"redis://resee/{os.environ.get('RESEE_TEST_SENTINEL_DB', '1')}",
+    "OPTIONS": {
+        "CLIENT_CLASS": "django_redis.client.SentinelClient",
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "SENTINELS": [
+            (host, int(port))
+            for host, port in (item.rsplit(":", 1) for item in _sentinels.split(","))
+        ],
+        "SENTINEL_KWARGS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        "SOCKET_CONNECT_TIMEOUT": 0.5,
+        "SOCKET_TIMEOUT": 0.5,
+    },
+}
+if RESEE_TEST_REDIS == "sentinel":
+    CACHES["default"] = SENTINEL_CACHE
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -28,7 +28,11 @@ BODY_SECONDS = 0.2
 
 
 def raw_redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/1"))
+    # The server that holds the default cache's keys: REDIS_URL's, or the Sentinel primary.
+    from django_redis import get_redis_connection
+
+    client: redis.Redis = get_redis_connection("default")
+    return client
 
 
 @cache_aside("stampede:{runs_key}", ttl=60)

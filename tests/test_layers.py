@@ -32,6 +32,7 @@ LAYERS = {
             "_entries",
             "_redis",
             "_aredis",
+            "_sentinel",
             "_lsn",
             "_sql_shapes",
             "_call_sites",

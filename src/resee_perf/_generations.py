@@ -20,6 +20,7 @@ from django.core.cache import BaseCache
 
 from resee_perf._keys import epoch_key
 from resee_perf._redis import BUMP_SCRIPT, client_for, fresh_generation
+from resee_perf._sentinel import run_on_primary
 from resee_perf.conf import conf
 
 
@@ -79,10 +80,11 @@ def bump(cache: BaseCache, keys: Sequence[str]) -> None:
         timeout = None if epoch_key(conf.KEY_PREFIX) in unique else conf.TAG_TIMEOUT
         ttl_ms = 0 if timeout is None else timeout * 1000
         script = client.register_script(BUMP_SCRIPT)
-        script(
-            keys=[cache.make_key(key) for key in unique],
-            args=[ttl_ms, *(fresh_generation() for _ in unique)],
-        )
+        keys = [cache.make_key(key) for key in unique]
+        args = [ttl_ms, *(fresh_generation() for _ in unique)]
+        # Behind Sentinel, a bump counts only once it is on the primary the sentinels name
+        # (resee_perf._sentinel); else it raises and the pending queue retries it.
+        run_on_primary(client, lambda primary: script(keys=keys, args=args, client=primary))
         return
     for key in unique:
         try:

@@ -54,6 +54,7 @@ from resee_perf._redis import (
     client_for,
     fresh_generation,
 )
+from resee_perf._sentinel import run_on_primary
 from resee_perf.conf import conf
 
 if TYPE_CHECKING:
@@ -183,7 +184,16 @@ class RedisStore(Store):
     def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
         full_key = self.cache.make_key(key)
         args: list[bytes | int] = [tombstone, _milliseconds(timeout), TOMBSTONE]
-        return bool(self.guarded(lambda: self._bury(keys=[full_key], args=args)))
+        # A tombstone is an invalidation: behind Sentinel it counts only on the primary the
+        # sentinels name (resee_perf._sentinel).
+        return bool(
+            self.guarded(
+                lambda: run_on_primary(
+                    self._client,
+                    lambda primary: self._bury(keys=[full_key], args=args, client=primary),
+                )
+            )
+        )
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         full_key = self.cache.make_key(key)
