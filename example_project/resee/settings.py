@@ -118,13 +118,19 @@ _WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
 _CONN_MAX_AGE = int(os.environ.get("DATABASE_CONN_MAX_AGE") or 600)
 
 
-def _recommended(database: dict[str, Any], **timeouts: int) -> dict[str, Any]:
+def _recommended(
+    database: dict[str, Any], connect_timeout: int = 5, statement_timeout_ms: int = 30_000
+) -> dict[str, Any]:
     if "postgresql" not in str(database.get("ENGINE", "")):
         return {**database, "CONN_MAX_AGE": _CONN_MAX_AGE, "CONN_HEALTH_CHECKS": True}
     from resee_perf.pool import recommended_database
 
     return recommended_database(
-        database, threads_per_worker=_WEB_THREADS, conn_max_age=_CONN_MAX_AGE, **timeouts
+        database,
+        threads_per_worker=_WEB_THREADS,
+        conn_max_age=_CONN_MAX_AGE,
+        connect_timeout=connect_timeout,
+        statement_timeout_ms=statement_timeout_ms,
     )
 
 
