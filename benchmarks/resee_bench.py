@@ -267,6 +267,77 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+class ConnectionWatch(threading.Thread):
+    """Samples each PostgreSQL server's connections once a second while the bench runs: the
+    fewest left free under ``max_connections`` (the bench connects as whoever the URL names;
+    a superuser may take the reserved slots too), the most in use, and the most of the bench's
+    own database. Both servers of the bench hold persistent connections (up to 2 servers x
+    workers x threads per alias), and other work on a shared server needs its share: a
+    request that needs a new connection when none is left gets a 500."""
+
+    QUERY = (
+        "SELECT current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int, "
+        "count(*) FILTER (WHERE backend_type = 'client backend'), "
+        "count(*) FILTER (WHERE backend_type = 'client backend' "
+        "AND datname = current_database()) FROM pg_stat_activity"
+    )
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.urls = urls
+        self.stop = threading.Event()
+        self.figures: dict[str, dict[str, Any]] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        connections = {}
+        for name, url in self.urls.items():
+            try:
+                connections[name] = psycopg.connect(url, autocommit=True, connect_timeout=5)
+            except psycopg.Error as error:
+                self.figures[name] = {"error": str(error).strip()}
+        while connections and not self.stop.is_set():
+            for name, connection in list(connections.items()):
+                try:
+                    row = connection.execute(self.QUERY).fetchone()
+                except psycopg.Error as error:
+                    self.figures[name] = {"error": str(error).strip()}
+                    del connections[name]
+                    continue
+                assert row is not None
+                limit, reserved, total, ours = row
+                figures = self.figures.setdefault(
+                    name,
+                    {"max_connections": limit, "reserved": reserved, "fewest_free": limit},
+                )
+                figures["fewest_free"] = min(figures["fewest_free"], limit - total)
+                figures["most_in_use"] = max(figures.get("most_in_use", 0), total)
+                figures["most_of_the_bench_database"] = max(
+                    figures.get("most_of_the_bench_database", 0), ours
+                )
+            self.stop.wait(1.0)
+        for connection in connections.values():
+            connection.close()
+
+
+@contextmanager
+def watch_connections(config: Config) -> Iterator[ConnectionWatch]:
+    urls = {
+        name: config.env[key]
+        for name, key in (("primary", "DATABASE_URL"), ("replica", "REPLICA_DATABASE_URL"))
+        if config.env.get(key, "").startswith(("postgres://", "postgresql://"))
+    }
+    watch = ConnectionWatch(urls)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop.set()
+        watch.join(timeout=10)
+
+
 @contextmanager
 def servers(config: Config, workdir: Path) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
@@ -948,6 +1019,13 @@ def table_rows(r: dict[str, Any]) -> list[list[str]]:
             "",
         ]
     )
+    for name, figures in r.get("connections", {}).items():
+        if "fewest_free" in figures:
+            text = (
+                f"{figures['fewest_free']} of {figures['max_connections']} "
+                f"(bench database: up to {figures['most_of_the_bench_database']})"
+            )
+            rows.append([f"connections left, {name} (fewest)", "", "", text, "", "", ""])
     rows.append(
         [
             "errors: all (5xx)",
@@ -1020,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[tuple[Outcome, dict[str, float]]]] = {"off": [], "on": []}
     sparse: dict[str, float] | None = None
     try:
-        with servers(config, workdir) as started:
+        with watch_connections(config) as watch, servers(config, workdir) as started:
             order = ["off", "on"]
             for round_number in range(config.rounds):
                 for name in order:
@@ -1060,6 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir / "metrics-on", ignore_errors=True)
     r = results(config, runs, sparse, data)
     r["workload"]["users_per_server"] = {name: len(each) for name, each in active.items()}
+    r["connections"] = watch.figures
     failed = any(r[side][k] for side in ("off", "on") for k in ("stale", "server_errors"))
     if r["off"]["errors"] or r["on"]["errors"]:
         # The servers' logs (Django's tracebacks on stderr) say why a request failed.
