@@ -273,10 +273,14 @@ class ConnectionWatch(threading.Thread):
     a superuser may take the reserved slots too), the most in use, and the most of the bench's
     own database. Both servers of the bench hold persistent connections (up to 2 servers x
     workers x threads per alias), and other work on a shared server needs its share: a
-    request that needs a new connection when none is left gets a 500."""
+    request that needs a new connection when none is left gets a 500. Also when a server
+    went away or restarted during the run (``pg_postmaster_start_time()``): on a shared
+    machine other tests stop and start the shared replica, and a query in flight on it then
+    fails (a 500 of the uncached server, in the round that was running)."""
 
     QUERY = (
-        "SELECT current_setting('max_connections')::int, "
+        "SELECT pg_postmaster_start_time()::text, "
+        "current_setting('max_connections')::int, "
         "current_setting('superuser_reserved_connections')::int, "
         "count(*) FILTER (WHERE backend_type = 'client backend'), "
         "count(*) FILTER (WHERE backend_type = 'client backend' "
@@ -292,26 +296,29 @@ class ConnectionWatch(threading.Thread):
     def run(self) -> None:
         import psycopg
 
-        connections = {}
-        for name, url in self.urls.items():
-            try:
-                connections[name] = psycopg.connect(url, autocommit=True, connect_timeout=5)
-            except psycopg.Error as error:
-                self.figures[name] = {"error": str(error).strip()}
-        while connections and not self.stop.is_set():
-            for name, connection in list(connections.items()):
+        connections: dict[str, psycopg.Connection[Any]] = {}
+        while not self.stop.is_set():
+            for name, url in self.urls.items():
                 try:
-                    row = connection.execute(self.QUERY).fetchone()
+                    if name not in connections:
+                        connections[name] = psycopg.connect(url, autocommit=True, connect_timeout=2)
+                    row = connections[name].execute(self.QUERY).fetchone()
                 except psycopg.Error as error:
-                    self.figures[name] = {"error": str(error).strip()}
-                    del connections[name]
+                    broken = connections.pop(name, None)
+                    if broken is not None:
+                        broken.close()
+                    outages = self.figures.setdefault(name, {}).setdefault("unreachable", [])
+                    outages.append(f"{time.strftime('%H:%M:%S')} {str(error).strip()[:120]}")
                     continue
                 assert row is not None
-                limit, reserved, total, ours = row
-                figures = self.figures.setdefault(
-                    name,
-                    {"max_connections": limit, "reserved": reserved, "fewest_free": limit},
-                )
+                started, limit, reserved, total, ours = row
+                figures = self.figures.setdefault(name, {})
+                figures.setdefault("max_connections", limit)
+                figures.setdefault("reserved", reserved)
+                figures.setdefault("fewest_free", limit)
+                starts = figures.setdefault("started", [])
+                if started not in starts:
+                    starts.append(started)  # more than one: it restarted during the run
                 figures["fewest_free"] = min(figures["fewest_free"], limit - total)
                 figures["most_in_use"] = max(figures.get("most_in_use", 0), total)
                 figures["most_of_the_bench_database"] = max(
@@ -1020,12 +1027,18 @@ def table_rows(r: dict[str, Any]) -> list[list[str]]:
         ]
     )
     for name, figures in r.get("connections", {}).items():
-        if "fewest_free" in figures:
+        if "most_in_use" in figures:
             text = (
                 f"{figures['fewest_free']} of {figures['max_connections']} "
                 f"(bench database: up to {figures['most_of_the_bench_database']})"
             )
             rows.append([f"connections left, {name} (fewest)", "", "", text, "", "", ""])
+        if figures.get("unreachable") or len(figures.get("started", [])) > 1:
+            outages = figures.get("unreachable", [])
+            text = (
+                f"unreachable {len(outages)} s from {outages[0][:8]}" if outages else "restarted"
+            ) + f"; started at {', '.join(figures.get('started', []))}"
+            rows.append([f"{name} went away during the run", "", "", text, "", "", ""])
     rows.append(
         [
             "errors: all (5xx)",
@@ -1179,8 +1192,10 @@ def server_failures(log: Path, limit: int = 3) -> str:
             continue
         block = [line]
         for following in lines[i + 1 :]:
-            if following.startswith((" ", "Traceback", "During handling", "The above")) or (
-                following and not following[0].isdigit() and not following.startswith("[")
+            if (
+                not following
+                or following.startswith((" ", "Traceback", "During", "The above"))
+                or (not following[0].isdigit() and not following.startswith("["))
             ):
                 block.append(following)
             else:
