@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +74,7 @@ PROMISED = {
     STATS: ("500 ms", "20 ms (TTL 5 min)"),
     CONTENT: ("150 ms", "15 ms (TTL 10 min)"),
 }
+TTL = {TODAY: 3600.0, STATS: 300.0, CONTENT: 600.0}  # the views' cache_aside TTLs
 CLIENT_TIMEOUT = 30.0
 
 _SETUP = """
@@ -125,6 +126,8 @@ class Config:
     sizes: dict[str, int]
     reseed: bool
     quiet: bool
+    port: int = 0
+    shared_users: bool = False
 
 
 def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -148,6 +151,18 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         default=0.0,
         help="Seconds of sparse traffic (2 reads per "
         "session, uniform users) on the cached server at the end, for its hit rate.",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="The off server's port (the on server's is the next one); default: free ports.",
+    )
+    parser.add_argument(
+        "--shared-users",
+        action="store_true",
+        help="Both servers serve the same users (before 2026-12-04: then the off server's writes "
+        "invalidate the on server's entries between its rounds, twice the workload's writes).",
     )
     parser.add_argument("--users", type=int, help="Demo users (seed size).")
     parser.add_argument("--contents", type=int, help="Contents (seed size).")
@@ -196,6 +211,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         sizes=sizes,
         reseed=args.reseed,
         quiet=args.quiet,
+        port=args.port,
+        shared_users=args.shared_users,
     )
     return config, args
 
@@ -250,15 +267,93 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+class ConnectionWatch(threading.Thread):
+    """Samples each PostgreSQL server's connections once a second while the bench runs: the
+    fewest left free under ``max_connections`` (the bench connects as whoever the URL names;
+    a superuser may take the reserved slots too), the most in use, and the most of the bench's
+    own database. Both servers of the bench hold persistent connections (up to 2 servers x
+    workers x threads per alias), and other work on a shared server needs its share: a
+    request that needs a new connection when none is left gets a 500. Also when a server
+    went away or restarted during the run (``pg_postmaster_start_time()``): on a shared
+    machine other tests stop and start the shared replica, and a query in flight on it then
+    fails (a 500 of the uncached server, in the round that was running)."""
+
+    QUERY = (
+        "SELECT pg_postmaster_start_time()::text, "
+        "current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int, "
+        "count(*) FILTER (WHERE backend_type = 'client backend'), "
+        "count(*) FILTER (WHERE backend_type = 'client backend' "
+        "AND datname = current_database()) FROM pg_stat_activity"
+    )
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.urls = urls
+        self.stop = threading.Event()
+        self.figures: dict[str, dict[str, Any]] = {}
+
+    def run(self) -> None:
+        import psycopg
+
+        connections: dict[str, psycopg.Connection[Any]] = {}
+        while not self.stop.is_set():
+            for name, url in self.urls.items():
+                try:
+                    if name not in connections:
+                        connections[name] = psycopg.connect(url, autocommit=True, connect_timeout=2)
+                    row = connections[name].execute(self.QUERY).fetchone()
+                except psycopg.Error as error:
+                    broken = connections.pop(name, None)
+                    if broken is not None:
+                        broken.close()
+                    outages = self.figures.setdefault(name, {}).setdefault("unreachable", [])
+                    outages.append(f"{time.strftime('%H:%M:%S')} {str(error).strip()[:120]}")
+                    continue
+                assert row is not None
+                started, limit, reserved, total, ours = row
+                figures = self.figures.setdefault(name, {})
+                figures.setdefault("max_connections", limit)
+                figures.setdefault("reserved", reserved)
+                figures.setdefault("fewest_free", limit)
+                starts = figures.setdefault("started", [])
+                if started not in starts:
+                    starts.append(started)  # more than one: it restarted during the run
+                figures["fewest_free"] = min(figures["fewest_free"], limit - total)
+                figures["most_in_use"] = max(figures.get("most_in_use", 0), total)
+                figures["most_of_the_bench_database"] = max(
+                    figures.get("most_of_the_bench_database", 0), ours
+                )
+            self.stop.wait(1.0)
+        for connection in connections.values():
+            connection.close()
+
+
+@contextmanager
+def watch_connections(config: Config) -> Iterator[ConnectionWatch]:
+    urls = {
+        name: config.env[key]
+        for name, key in (("primary", "DATABASE_URL"), ("replica", "REPLICA_DATABASE_URL"))
+        if config.env.get(key, "").startswith(("postgres://", "postgresql://"))
+    }
+    watch = ConnectionWatch(urls)
+    watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop.set()
+        watch.join(timeout=10)
+
+
 @contextmanager
 def servers(config: Config, workdir: Path) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
     prefix = "bench" + secrets.token_hex(4)  # a cold cache without flushing anything
     try:
-        for name, enabled in (("off", "0"), ("on", "1")):
+        for offset, (name, enabled) in enumerate((("off", "0"), ("on", "1"))):
             metrics = workdir / f"metrics-{name}"
             metrics.mkdir()
-            port = free_port()
+            port = config.port + offset if config.port else free_port()
             env = {
                 **config.env,
                 "RESEE_CACHE_ENABLED": enabled,
@@ -364,6 +459,10 @@ class Sample:
     path: str
     seconds: float
     status: int
+    user: int = 0  # 0: anonymous, or a floor request (not part of a user's session)
+    at: float = 0.0  # when it was sent (time.monotonic(), one clock for every process)
+    kind: str = ""  # a write: "complete" or "create"
+    cache: str = ""  # what cache_aside did for the view (X-Bench-Cache): "hit", "miss"...
 
 
 @dataclass
@@ -371,6 +470,7 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     errors: int = 0
+    server_errors: int = 0
     error_examples: list[str] = field(default_factory=list)
     writes: int = 0
 
@@ -423,7 +523,7 @@ class Driver:
 
     def request(
         self, method: str, path: str, cookie: dict[str, str], body: Any = None
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, Any, str]:
         """Like a browser: sends the user's cookies and keeps what the server sets (the
         router's read-your-writes cookie among them)."""
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookie.items()), "Host": "127.0.0.1"}
@@ -444,7 +544,7 @@ class Driver:
                 connection.close()
                 self.local.connection = None
                 if attempt == 2 or method != "GET":
-                    return 0, None
+                    return 0, None, ""
                 continue
             for header in response.headers.get_all("Set-Cookie") or []:
                 jar: SimpleCookie = SimpleCookie()
@@ -455,8 +555,8 @@ class Driver:
                     else:
                         cookie[name] = morsel.value
             data = json.loads(raw) if raw.startswith((b"{", b"[")) else None
-            return response.status, data
-        return 0, None
+            return response.status, data, response.headers.get("X-Bench-Cache", "")
+        return 0, None, ""
 
     def timed(
         self,
@@ -465,14 +565,24 @@ class Driver:
         path: str,
         cookie: dict[str, str],
         body: Any = None,
+        *,
+        user: int = 0,
+        kind: str = "",
     ) -> tuple[int, Any]:
-        status, data = self.request(method, path, cookie, body)
+        sent = time.monotonic()
+        status, data, cache = self.request(method, path, cookie, body)
         elapsed = time.monotonic() - scheduled
         label = path if method == "GET" else f"{method} write"
+        view = VIEWS.get(path, "")
+        results = (r.split("=", 1)[1] for r in cache.split(",") if r.startswith(view + "="))
+        result = next(results, "")
         with self.lock:
-            self.outcome.samples.append(Sample(label, elapsed, status))
+            self.outcome.samples.append(
+                Sample(label, elapsed, status, user, sent, kind, result if view else "")
+            )
             if status == 0 or status >= 400:
                 self.outcome.errors += 1
+                self.outcome.server_errors += status >= 500
                 if len(self.outcome.error_examples) < 5:
                     self.outcome.error_examples.append(f"{method} {path} -> {status}")
         return status, data
@@ -506,7 +616,7 @@ class Driver:
                 self.write(session, scheduled, cookie)
             else:
                 path = self.random.choice(READS)
-                status, data = self.timed(scheduled, "GET", path, cookie)
+                status, data = self.timed(scheduled, "GET", path, cookie, user=session.user_id)
                 if path == TODAY and status == 200:
                     session.due = [row["id"] for row in data["results"]]
         finally:
@@ -529,19 +639,23 @@ class Driver:
                 f"/api/review/complete/{schedule}/",
                 cookie,
                 {"result": "remembered"},
+                user=session.user_id,
+                kind="complete",
             )
             if status != 200:
                 return
-            status, data = self.timed(time.monotonic(), "GET", TODAY, cookie)
+            status, data = self.timed(time.monotonic(), "GET", TODAY, cookie, user=session.user_id)
             if status == 200 and schedule in {row["id"] for row in data["results"]}:
                 with self.lock:
                     self.outcome.stale.append(f"user {session.user_id}: completed {schedule}")
             return
         body = {"title": f"bench {secrets.token_hex(4)}", "body": "b", "category": session.category}
-        status, created = self.timed(scheduled, "POST", "/api/content/", cookie, body)
+        status, created = self.timed(
+            scheduled, "POST", "/api/content/", cookie, body, user=session.user_id, kind="create"
+        )
         if status != 201:
             return
-        status, data = self.timed(time.monotonic(), "GET", CONTENT, cookie)
+        status, data = self.timed(time.monotonic(), "GET", CONTENT, cookie, user=session.user_id)
         if status == 200 and created["id"] not in {row["id"] for row in data["results"]}:
             with self.lock:
                 self.outcome.stale.append(f"user {session.user_id}: created {created['id']}")
@@ -611,6 +725,7 @@ def drive(
         total.samples += outcome.samples
         total.stale += outcome.stale
         total.errors += outcome.errors
+        total.server_errors += outcome.server_errors
         total.error_examples += outcome.error_examples
         total.writes += outcome.writes
     return total
@@ -650,6 +765,54 @@ def hit_rate(counts: dict[str, float], names: list[str]) -> float | None:
     return hits / (hits + misses) if hits + misses else None
 
 
+def hit_rates(counts: dict[str, float]) -> dict[str, float | None]:
+    """Per endpoint, from the library's counters."""
+    return {path: hit_rate(counts, [name]) for path, name in VIEWS.items()}
+
+
+def miss_causes(
+    samples: list[Sample],
+    elsewhere: Sequence[Sample] = (),
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Why reads missed: per endpoint, each read by what the cache did (the server's
+    X-Bench-Cache header) and what came before it for the same user and endpoint on the same
+    server: its first read there (a cold key), a write by the user since the previous read
+    (by kind: which writes the view's tags make it miss; ``elsewhere``: the other server's
+    writes, which reach the same users with ``--shared-users``), the TTL passed since the
+    entry was filled, or nothing (a miss there is unexplained)."""
+    causes: dict[str, dict[str, dict[str, int]]] = {
+        path: defaultdict(lambda: defaultdict(int)) for path in READS
+    }
+    seen: set[tuple[int, str]] = set()
+    filled: dict[tuple[int, str], float] = {}
+    writes: dict[tuple[int, str], set[str]] = defaultdict(set)
+    other = [s for s in elsewhere if s.kind]
+    others = {id(s) for s in other}
+    for sample in sorted([*samples, *other], key=lambda s: s.at):
+        if sample.kind and sample.status in (200, 201):
+            kind = sample.kind + (" (other server)" if id(sample) in others else "")
+            for path in READS:
+                writes[(sample.user, path)].add(kind)
+            continue
+        if sample.path not in READS or sample.status != 200 or not sample.user:
+            continue
+        key = (sample.user, sample.path)
+        if key not in seen:
+            cause = "first read (cold key)"
+        elif writes[key]:
+            cause = "after a write: " + " + ".join(sorted(writes[key]))
+        elif sample.at - filled.get(key, sample.at) > TTL[sample.path]:
+            cause = "TTL passed"
+        else:
+            cause = "no write since the last read"
+        causes[sample.path][cause][sample.cache or "?"] += 1
+        seen.add(key)
+        writes.pop(key, None)
+        if sample.cache != "hit":
+            filled[key] = sample.at
+    return {path: {cause: dict(r) for cause, r in by.items()} for path, by in causes.items()}
+
+
 def results(
     config: Config,
     runs: dict[str, list[tuple[Outcome, dict[str, float]]]],
@@ -684,6 +847,26 @@ def results(
         routes = {k: v for k, v in counts.items() if k.startswith("route:")}
         out[name] = {
             "endpoints": summarize(samples, seconds),
+            "hit_rates": hit_rates(counts),
+            "hit_rates_per_round": [hit_rates(c) for _, c in rounds],
+            "cache_results": {
+                path: {
+                    k.rsplit(":", 1)[1]: v
+                    for k, v in counts.items()
+                    if k.startswith(f"cache:{view}:") and v
+                }
+                for path, view in VIEWS.items()
+            },
+            "miss_causes": miss_causes(
+                samples,
+                [
+                    s
+                    for other, rs in runs.items()
+                    if other != name
+                    for o, _ in rs
+                    for s in o.samples
+                ],
+            ),
             "average_ms": statistics.fmean(reads) if reads else math.nan,
             "p99_reads_ms": percentile(reads, 0.99),
             "queries_per_minute": counts.get("queries", 0.0) / seconds * 60,
@@ -703,6 +886,7 @@ def results(
             "stale_examples": [s for outcome, _ in rounds for s in outcome.stale][:5],
             "writes": sum(outcome.writes for outcome, _ in rounds),
             "errors": sum(outcome.errors for outcome, _ in rounds),
+            "server_errors": sum(outcome.server_errors for outcome, _ in rounds),
             "error_examples": [e for outcome, _ in rounds for e in outcome.error_examples][:5],
         }
     if sparse is not None:
@@ -797,6 +981,17 @@ def table_rows(r: dict[str, Any]) -> list[list[str]]:
             "",
         ]
     )
+    rows.append(
+        [
+            "hit rate per endpoint (today / stats / content)",
+            "",
+            "",
+            "",
+            "",
+            " / ".join(pct(on["hit_rates"][path]) for path in READS),
+            "",
+        ]
+    )
     if r.get("sparse_hit_rate") is not None:
         rows.append(["hit rate, sparse traffic", "", "", "", "", pct(r["sparse_hit_rate"]), ""])
     rows.append(
@@ -831,9 +1026,41 @@ def table_rows(r: dict[str, Any]) -> list[list[str]]:
             "",
         ]
     )
+    for name, figures in r.get("connections", {}).items():
+        if "most_in_use" in figures:
+            text = (
+                f"{figures['fewest_free']} of {figures['max_connections']} "
+                f"(bench database: up to {figures['most_of_the_bench_database']})"
+            )
+            rows.append([f"connections left, {name} (fewest)", "", "", text, "", "", ""])
+        if figures.get("unreachable") or len(figures.get("started", [])) > 1:
+            outages = figures.get("unreachable", [])
+            text = (
+                f"unreachable {len(outages)} s from {outages[0][:8]}" if outages else "restarted"
+            ) + f"; started at {', '.join(figures.get('started', []))}"
+            rows.append([f"{name} went away during the run", "", "", text, "", "", ""])
     rows.append(
-        ["errors (no response or 4xx/5xx)", "", "", str(off["errors"]), "", str(on["errors"]), ""]
+        [
+            "errors: all (5xx)",
+            "",
+            "0",
+            f"{off['errors']} ({off['server_errors']})",
+            "",
+            f"{on['errors']} ({on['server_errors']})",
+            "",
+        ]
     )
+    return rows
+
+
+def cause_rows(r: dict[str, Any]) -> list[list[str]]:
+    """The cached server's reads by what came before them, and how many of them missed."""
+    rows = [["endpoint", "what came before the read (same user)", "reads", "misses", "hit rate"]]
+    for path in READS:
+        for cause, results in sorted(r["on"]["miss_causes"][path].items()):
+            reads = sum(results.values())
+            hits = results.get("hit", 0)
+            rows.append([f"GET {path}", cause, str(reads), str(reads - hits), pct(hits / reads)])
     return rows
 
 
@@ -871,11 +1098,20 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.monotonic() - prepared:.0f} s); starting servers...",
     )
     users = data["users"]
+    # Each server its own users (the even and the odd ones): both servers write to the one
+    # database, and the off server's writes would invalidate the on server's entries of the
+    # same users between its rounds, doubling the write rate its cache sees.
+    active = {
+        name: users[: config.active]
+        if config.shared_users
+        else users[offset::2][: max(1, config.active)]
+        for offset, name in enumerate(("on", "off"))
+    }
     workdir = Path(tempfile.mkdtemp(prefix="resee-bench-"))
     runs: dict[str, list[tuple[Outcome, dict[str, float]]]] = {"off": [], "on": []}
     sparse: dict[str, float] | None = None
     try:
-        with servers(config, workdir) as started:
+        with watch_connections(config) as watch, servers(config, workdir) as started:
             order = ["off", "on"]
             for round_number in range(config.rounds):
                 for name in order:
@@ -884,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
                     outcome = drive(
                         config,
                         server,
-                        users[: config.active],
+                        active[name],
                         round_number * 2 + len(runs[name]),
                         config.duration,
                         reads=config.reads,
@@ -898,8 +1134,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"  round {round_number + 1}/{config.rounds} {name:>3}: "
                         f"{len(outcome.samples)} requests, p50 {percentile(reads, 0.5):.1f} ms, "
                         f"{counts.get('queries', 0) / config.duration * 60:.0f} queries/min, "
-                        f"hit rate {pct(hit_rate(counts, list(VIEWS.values())))}, "
-                        f"stale {len(outcome.stale)}",
+                        f"hit rate {pct(hit_rate(counts, list(VIEWS.values())))} "
+                        f"({' / '.join(pct(v) for v in hit_rates(counts).values())}), "
+                        f"stale {len(outcome.stale)}, 5xx {outcome.server_errors}",
                     )
                 order.reverse()
             if config.sparse:
@@ -913,9 +1150,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir / "metrics-off", ignore_errors=True)
         shutil.rmtree(workdir / "metrics-on", ignore_errors=True)
     r = results(config, runs, sparse, data)
+    r["workload"]["users_per_server"] = {name: len(each) for name, each in active.items()}
+    r["connections"] = watch.figures
+    failed = any(r[side][k] for side in ("off", "on") for k in ("stale", "server_errors"))
     if r["off"]["errors"] or r["on"]["errors"]:
         # The servers' logs (Django's tracebacks on stderr) say why a request failed.
         progress(config, f"bench: requests failed; the servers' logs are in {workdir}")
+        for name in ("off", "on"):
+            if r[name]["server_errors"]:
+                progress(config, f"bench: {r[name]['server_errors']} 5xx on the {name} server:")
+                progress(config, server_failures(workdir / f"gunicorn-{name}.log"))
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     rows = table_rows(r)
@@ -923,10 +1167,48 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r, indent=2, default=str))
     elif args.markdown:
         print(markdown_table(rows))
+        print()
+        print(markdown_table(cause_rows(r)))
     else:
         print(f"\n{where}; {r['workload']}\n")
         print(text_table(rows))
-    return 1 if r["off"]["stale"] or r["on"]["stale"] else 0
+        print()
+        print(text_table(cause_rows(r)))
+    if failed:
+        progress(config, "bench: FAILED: a stale read or a 5xx (above)")
+    return 1 if failed else 0
+
+
+def server_failures(log: Path, limit: int = 3) -> str:
+    """The distinct errors a server logged (django.request's tracebacks, gunicorn's own),
+    with the first traceback of each in full."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError as error:
+        return f"  (no log: {error})"
+    blocks: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        if " ERROR " not in line and "[ERROR]" not in line:
+            continue
+        block = [line]
+        for following in lines[i + 1 :]:
+            if (
+                not following
+                or following.startswith((" ", "Traceback", "During", "The above"))
+                or (not following[0].isdigit() and not following.startswith("["))
+            ):
+                block.append(following)
+            else:
+                break
+        last = next((b for b in reversed(block) if b and not b.startswith(" ")), line)
+        blocks.setdefault(last, block)
+    if not blocks:
+        return f"  (nothing logged as an error; see {log})"
+    shown = [
+        f"  {len(blocks)} distinct error(s); {log}",
+        *("\n".join(block) for block in list(blocks.values())[:limit]),
+    ]
+    return "\n".join(shown)
 
 
 if __name__ == "__main__":

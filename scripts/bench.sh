@@ -6,6 +6,10 @@
 #   ./scripts/bench.sh                       # defaults: 3 rounds of 20 s per server, 40 req/s
 #   ./scripts/bench.sh --duration 30 --rate 40 --sparse 20 --markdown
 #
+# It exits 1 on a stale read or a 5xx (printing the server's traceback). For figures to record,
+# give it a replica and a Redis of its own (docs/benchmarks.md has the command): on a shared
+# machine other tests stop and start the shared replica, and a query in flight on it fails.
+#
 # With DATABASE_URL and REDIS_URL (and optionally REPLICA_DATABASE_URL) it benchmarks
 # PostgreSQL + Redis and seeds the full demo data set there unless it is present. Otherwise it
 # looks for PostgreSQL and Redis on their default local ports and, finding none, runs on SQLite

@@ -13,11 +13,13 @@ from resee_perf import cache_aside
 class StatsView(APIView):
     """The user's learning statistics: totals, streak, per category, last 30 days."""
 
-    # Same tags as today's reviews: statistics count reviews and name contents' categories.
+    # What the statistics show: the user's reviews (history) and the categories of the
+    # reviewed contents (an edited content or a renamed category). A completion bumps the
+    # history; a new content (no review yet) or a schedule changes nothing here.
     @cache_aside(
         "analytics:stats:{user_id}",
         ttl=300,
-        tags=["user:{user_id}:reviews", "user:{user_id}:contents"],
+        tags=["user:{user_id}:history", "user:{user_id}:content-edits"],
     )
     def get(self, request: Request) -> Response:
         return Response(learning_stats(authenticated_user(request), timezone.localdate()))

@@ -118,30 +118,36 @@ _WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
 _CONN_MAX_AGE = int(os.environ.get("DATABASE_CONN_MAX_AGE") or 600)
 
 
-def _recommended(database: dict[str, Any]) -> dict[str, Any]:
+def _recommended(
+    database: dict[str, Any], connect_timeout: int = 5, statement_timeout_ms: int = 30_000
+) -> dict[str, Any]:
     if "postgresql" not in str(database.get("ENGINE", "")):
         return {**database, "CONN_MAX_AGE": _CONN_MAX_AGE, "CONN_HEALTH_CHECKS": True}
     from resee_perf.pool import recommended_database
 
     return recommended_database(
-        database, threads_per_worker=_WEB_THREADS, conn_max_age=_CONN_MAX_AGE
+        database,
+        threads_per_worker=_WEB_THREADS,
+        conn_max_age=_CONN_MAX_AGE,
+        connect_timeout=connect_timeout,
+        statement_timeout_ms=statement_timeout_ms,
     )
 
 
 DATABASES["default"] = _recommended(DATABASES["default"])
 if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
-    _replica = _recommended(dict(dj_database_url.parse(_replica_url)))
     DATABASES["replica"] = {
-        **_replica,
         # A request routed to a hung replica gives up after 2 s and reads from the primary
         # (resee_perf.W024); libpq's default is to wait forever.
         # A slow query ends on the server after 5 s; REPLICA_QUERY_TIMEOUT (below) ends one the
         # client sent to a replica that hung, which statement_timeout cannot (W025).
-        "OPTIONS": {
-            "connect_timeout": 2,
-            "options": "-c statement_timeout=5000",
-            **_replica.get("OPTIONS", {}),
-        },
+        # Given to recommended_database(), which sets both: merged after it as before, its
+        # defaults (5 s, 30 s) silently replaced these.
+        **_recommended(
+            dict(dj_database_url.parse(_replica_url)),
+            connect_timeout=2,
+            statement_timeout_ms=5000,
+        ),
         # The replica holds the primary's data, so tests must not create a database for it.
         "TEST": {"MIRROR": "default"},
     }

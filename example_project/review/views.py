@@ -32,14 +32,15 @@ class TodayView(APIView):
         return self.due_on(request, timezone.localdate())
 
     # The day is part of the key: at midnight (TIME_ZONE) the list changes with no write to
-    # announce it, so the new day reads a new key instead of yesterday's list. Writes to the
-    # user's schedules, reviews or contents bump the tags (review/invalidation.py,
-    # content/invalidation.py). The TTL only bounds what neither catches: one hour, as
-    # Resee's plan has it.
+    # announce it, so the new day reads a new key instead of yesterday's list. The tags are
+    # what the list shows: the schedules due on that day (a completion moves one out; a new
+    # content's schedule, due tomorrow, does not come in) and the user's existing contents
+    # (a title, body or category edited; review/invalidation.py, content/invalidation.py).
+    # The TTL only bounds what neither catches: one hour, as Resee's plan has it.
     @cache_aside(
         "review:today:{user_id}:{day}",
         ttl=3600,
-        tags=["user:{user_id}:reviews", "user:{user_id}:contents"],
+        tags=["user:{user_id}:due:{day}", "user:{user_id}:content-edits"],
     )
     def due_on(self, request: Request, day: datetime.date) -> Response:
         schedules = list(due_schedules(authenticated_user(request), day))

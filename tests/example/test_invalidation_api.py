@@ -1,8 +1,10 @@
 """The example project's invalidation wiring, through its API, on the real PostgreSQL and Redis:
-each write invalidates the tags of the user it concerns, and only those."""
+each write invalidates the tags of the user it concerns, and of those only the ones whose views
+it changes (a new content misses the list, not today's reviews or the statistics)."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,29 +35,71 @@ def _clean_cache() -> Iterator[None]:
     caches["default"].clear()
 
 
-def reviews(user: User) -> str:
-    return f"user:{user.pk}:reviews"
+def history(user: User) -> str:
+    return f"user:{user.pk}:history"
+
+
+def due(user: User, days: int = 0) -> str:
+    """The tag of the user's due list ``days`` after today."""
+    return f"user:{user.pk}:due:{timezone.localdate() + datetime.timedelta(days=days)}"
 
 
 def contents(user: User) -> str:
     return f"user:{user.pk}:contents"
 
 
+def edits(user: User) -> str:
+    return f"user:{user.pk}:content-edits"
+
+
+def tags_of(user: User) -> tuple[str, ...]:
+    return (history(user), due(user, -1), due(user), due(user, 1), contents(user), edits(user))
+
+
 def all_tags(*users: User) -> dict[str, int]:
-    return start(*(tag for user in users for tag in (reviews(user), contents(user))))
+    return start(*(tag for user in users for tag in tags_of(user)))
 
 
-def test_completing_a_review_invalidates_that_users_reviews_only(
+def test_completing_a_review_invalidates_that_users_due_lists_and_history_only(
     api: APIClient, user: User, other_user: User, make_schedule: MakeSchedule
 ) -> None:
-    schedule = make_schedule(user)
+    schedule = make_schedule(user)  # due today
     make_schedule(other_user)
     before = all_tags(user, other_user)
 
     response = api.post(f"/api/review/complete/{schedule.pk}/", {"result": "remembered"})
 
     assert response.status_code == 200
-    assert bumped(before) == {reviews(user)}
+    # It left the lists of today and tomorrow (it is due in 3 days now); yesterday's never had it.
+    assert bumped(before) == {history(user), due(user), due(user, 1)}
+
+
+def test_forgetting_a_review_overdue_since_yesterday_moves_it_to_tomorrow(
+    api: APIClient, user: User, make_schedule: MakeSchedule
+) -> None:
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
+    schedule = make_schedule(user, next_review_date=yesterday, interval_index=2)
+    before = all_tags(user)
+
+    response = api.post(f"/api/review/complete/{schedule.pk}/", {"result": "forgot"})
+
+    assert response.status_code == 200
+    # Out of yesterday's and today's lists, still in tomorrow's (with another step shown).
+    assert bumped(before) == {history(user), due(user, -1), due(user), due(user, 1)}
+
+
+def test_a_schedule_due_next_week_changes_no_cached_list(
+    user: User, make_schedule: MakeSchedule
+) -> None:
+    later = timezone.localdate() + datetime.timedelta(days=7)
+    schedule = make_schedule(user, next_review_date=later)
+    before = all_tags(user)
+
+    schedule.next_review_date = later + datetime.timedelta(days=7)
+    schedule.save()
+    schedule.delete()
+
+    assert bumped(before) == set()
 
 
 def test_a_completion_that_fails_midway_invalidates_nothing(
@@ -78,7 +122,7 @@ def test_a_completion_that_fails_midway_invalidates_nothing(
     assert bumped(before) == set()  # ...and nothing invalidated
 
 
-def test_creating_content_invalidates_the_authors_contents_and_reviews(
+def test_creating_content_invalidates_the_authors_list_and_tomorrows_reviews_only(
     api: APIClient, user: User, other_user: User, category: Category
 ) -> None:
     before = all_tags(user, other_user)
@@ -88,11 +132,13 @@ def test_creating_content_invalidates_the_authors_contents_and_reviews(
     )
 
     assert response.status_code == 201
-    assert ReviewSchedule.objects.filter(user=user).exists()
-    assert bumped(before) == {contents(user), reviews(user)}
+    schedule = ReviewSchedule.objects.get(user=user)
+    assert schedule.next_review_date == timezone.localdate() + datetime.timedelta(days=1)
+    # Not today's reviews nor the statistics: neither shows a content due tomorrow, unreviewed.
+    assert bumped(before) == {contents(user), due(user, 1)}
 
 
-def test_editing_content_invalidates_only_content_pages(
+def test_editing_content_invalidates_the_list_and_what_shows_existing_contents(
     api: APIClient, user: User, other_user: User, make_content: MakeContent
 ) -> None:
     content = make_content(user)
@@ -101,19 +147,20 @@ def test_editing_content_invalidates_only_content_pages(
     response = api.patch(f"/api/content/{content.pk}/", {"title": "Yield"}, format="json")
 
     assert response.status_code == 200
-    assert bumped(before) == {contents(user)}
+    assert bumped(before) == {contents(user), edits(user)}
 
 
-def test_deleting_content_invalidates_its_schedule_too(
+def test_deleting_content_invalidates_its_schedule_and_history_too(
     api: APIClient, user: User, other_user: User, make_schedule: MakeSchedule
 ) -> None:
     schedule = make_schedule(user)
+    ReviewHistory.objects.create(user=user, content_id=schedule.content_id, result="forgot")
     before = all_tags(user, other_user)
 
     response = api.delete(f"/api/content/{schedule.content_id}/")
 
     assert response.status_code == 204
-    assert bumped(before) == {contents(user), reviews(user)}
+    assert bumped(before) == {contents(user), edits(user), due(user), due(user, 1), history(user)}
 
 
 def test_renaming_a_category_invalidates_the_content_pages_of_its_authors(
@@ -128,7 +175,7 @@ def test_renaming_a_category_invalidates_the_content_pages_of_its_authors(
     category.name = "Python 3"
     category.save()
 
-    assert bumped(before) == {contents(user)}
+    assert bumped(before) == {contents(user), edits(user)}
 
 
 def test_another_users_writes_leave_this_users_tags_alone(

@@ -55,6 +55,14 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.DATABASES["default"]["HOST"] == "db"
     assert settings.DATABASES["replica"]["HOST"] == "replica"
     assert settings.DATABASES["replica"]["TEST"] == {"MIRROR": "default"}
+    # The replica's own timeouts, not recommended_database()'s defaults (5 s and 30 s), which
+    # replaced them once: its query deadline is meant to sit just above its statement_timeout.
+    assert settings.DATABASES["replica"]["OPTIONS"] == {
+        "connect_timeout": 2,
+        "options": "-c statement_timeout=5000",
+    }
+    assert settings.RESEE_PERF["REPLICA_QUERY_TIMEOUT"] > 5
+    assert settings.DATABASES["default"]["OPTIONS"]["options"] == "-c statement_timeout=30000"
     assert settings.CACHES["default"] == {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": "redis://cache:6379/3",

@@ -184,7 +184,9 @@ class TestComplete:
         django_assert_num_queries: DjangoAssertNumQueries,
     ) -> None:
         schedule = make_schedule(user)
-        with django_assert_num_queries(5) as captured:  # savepoint, lock, insert, update, release
+        # savepoint, lock, insert, the old due date (invalidate_on's track: which day's list
+        # the schedule leaves), update, release
+        with django_assert_num_queries(6) as captured:
             api.post(complete_url(schedule), {"result": "remembered"}, format="json")
         [locking] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
         assert locking.endswith('FOR UPDATE OF "review_reviewschedule"')
