@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -22,9 +23,15 @@ PURE_MODULES = frozenset(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    topology = os.environ.get("RESEE_TEST_REDIS", "single")
+    skip_single = pytest.mark.skip(
+        reason=f"single_redis: needs one Redis server, RESEE_TEST_REDIS={topology}"
+    )
     for item in items:
         if item.path.stem not in PURE_MODULES:
             item.add_marker(pytest.mark.services)
+        if topology != "single" and item.get_closest_marker("single_redis"):
+            item.add_marker(skip_single)
 
 
 @pytest.fixture(autouse=True)

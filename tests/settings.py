@@ -93,6 +93,18 @@ CACHES = {
     },
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+# RESEE_TEST_REDIS picks the topology the cache tests run on: single (the default, above),
+# cluster or sentinel. Tests marked `single_redis` skip on the others (tests/conftest.py).
+RESEE_TEST_REDIS = os.environ.get("RESEE_TEST_REDIS", "single")
+if RESEE_TEST_REDIS == "cluster":
+    # scripts/redis_cluster.sh: 3 primaries + 3 replicas on 7000-7005; any node will do.
+    CACHES["default"] = {
+        "BACKEND": "resee_perf.cluster.RedisClusterCache",
+        "LOCATION": os.environ.get(
+            "RESEE_TEST_CLUSTER_URL", "redis://127.0.0.1:7000,redis://127.0.0.1:7001"
+        ),
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -34,6 +34,8 @@ LAYERS = {
             "_lsn",
             "_sql_shapes",
             "_call_sites",
+            # The Redis Cluster cache backend: Django and redis-py only.
+            "cluster",
         ],
         0,
     ),

@@ -44,24 +44,29 @@ from django.core.cache import BaseCache, caches
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
 from resee_perf._generations import parse
-from resee_perf._keys import epoch_key, run_id_key
+from resee_perf._keys import bucket_epoch_key, epoch_key, run_id_key, slot_tagged
 from resee_perf._redis import (
     BURY_SCRIPT,
     CONFIRM_EPOCH_SCRIPT,
     RELEASE_SCRIPT,
     STORE_IF_UNCHANGED_SCRIPT,
     client_for,
+    cluster_client_for,
     fresh_generation,
+    read_keys,
 )
 from resee_perf.conf import conf
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.cluster import RedisCluster
     from redis.connection import AbstractConnection, ConnectionPool
 
 logger = logging.getLogger("resee_perf.cache")
 
 T = TypeVar("T")
+
+_epoch_key = functools.lru_cache(maxsize=16)(epoch_key)
 
 # What invalidate() leaves where an entry was: this prefix and a random token, so that no two
 # tombstones are equal and a recompute that saw one can tell whether another replaced it.
@@ -135,6 +140,11 @@ class Store:
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         raise NotImplementedError
 
+    def epoch_key(self, key: str, prefix: str) -> str:
+        """The epoch key entry ``key`` carries with its tags (one per cache, but on a cluster
+        one per slot bucket)."""
+        return _epoch_key(prefix)
+
     def release(self, key: str, token: str) -> None:
         raise NotImplementedError
 
@@ -150,16 +160,18 @@ class RedisStore(Store):
         # EVALSHA, loading the script on the first NOSCRIPT (redis-py's Script).
         self._store_if_unchanged = client.register_script(STORE_IF_UNCHANGED_SCRIPT)
         self._bury = client.register_script(BURY_SCRIPT)
+        self._key: Callable[[str], str] = cache.make_key
+        self._mget: Callable[[list[str]], list[Any]] = client.mget
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
-        keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
-        values = self.guarded(lambda: self._client.mget(keys))
+        keys = [self._key(key), *map(self._full_tag_key, tag_keys)]
+        values = self.guarded(lambda: self._mget(keys))
         if _maybe_orphaned:
             self._release_orphans()
         return values[0], [parse(value) for value in values[1:]]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         px = _milliseconds(timeout)
         if seen is None:
             return bool(self.guarded(lambda: self._client.set(full_key, blob, px=px, nx=True)))
@@ -171,12 +183,12 @@ class RedisStore(Store):
         return bool(self.guarded(lambda: self._store_if_unchanged(keys=[full_key], args=args)))
 
     def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         args: list[bytes | int] = [tombstone, _milliseconds(timeout), TOMBSTONE]
         return bool(self.guarded(lambda: self._bury(keys=[full_key], args=args)))
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         px = _milliseconds(timeout)
         try:
             return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
@@ -187,7 +199,7 @@ class RedisStore(Store):
             raise
 
     def release(self, key: str, token: str) -> None:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         try:
             self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
         except Unavailable:
@@ -211,6 +223,30 @@ class RedisStore(Store):
         except Unavailable:
             with _orphans_lock:
                 _maybe_orphaned.extend(mine[: _MAX_ORPHANS - len(_maybe_orphaned)])
+
+
+class ClusterStore(RedisStore):
+    """A :class:`RedisStore` on a Redis Cluster (resee_perf.cluster.RedisClusterCache).
+
+    An entry and its lock carry their bucket's hash tag (:func:`resee_perf._keys.slot_tagged`),
+    so every script touches one slot; so does the bucket's epoch, read with the entry. A hit
+    is one MGET per slot its keys fall in, pipelined: one round trip per node touched, one
+    when the function has no tags. No run_id watch: a promoted replica has a run_id of its own,
+    and a manual failover loses no write (docs/scaling.md).
+    """
+
+    def __init__(self, alias: str, cache: BaseCache, client: RedisCluster) -> None:
+        super().__init__(alias, cache, client)  # type: ignore[arg-type]
+        prefix = conf.KEY_PREFIX
+        make_key = cache.make_key
+        cluster = client
+        self._key = functools.lru_cache(maxsize=4096)(
+            lambda key: make_key(slot_tagged(prefix, key))
+        )
+        self._mget = lambda keys: read_keys(cluster, keys)
+
+    def epoch_key(self, key: str, prefix: str) -> str:
+        return bucket_epoch_key(prefix, key)
 
 
 def _run_id(info: Any) -> str:
@@ -405,7 +441,10 @@ def store_for(alias: str) -> Store:
     if store is None:
         cache = caches[alias]
         client = client_for(cache)
-        if client is None:
+        cluster = cluster_client_for(cache)
+        if cluster is not None:
+            store = ClusterStore(alias, cache, cluster)
+        elif client is None:
             store = DjangoStore(alias, cache)
         else:
             store = RedisStore(alias, cache, client)
