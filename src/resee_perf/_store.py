@@ -163,6 +163,14 @@ class RedisStore(Store):
         self._key: Callable[[str], str] = cache.make_key
         self._mget: Callable[[list[str]], list[Any]] = client.mget
 
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    def full_key(self, key: str) -> str:
+        """The Redis key of entry or lock ``key`` (hash-tagged on a cluster)."""
+        return self._key(key)
+
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         keys = [self._key(key), *map(self._full_tag_key, tag_keys)]
         values = self.guarded(lambda: self._mget(keys))
