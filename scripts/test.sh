@@ -13,6 +13,8 @@ bash scripts/services.sh
 bash scripts/replica.sh
 # The throwaway max_connections=20 cluster of the connection-budget proof (port 5434).
 bash scripts/pg_small.sh
+# The Redis Cluster (3 primaries + 3 replicas, ports 7000-7005) of the cluster run below.
+bash scripts/redis_cluster.sh
 
 echo "== ruff" >&2
 ruff check .
@@ -23,3 +25,11 @@ echo "== docs" >&2
 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 echo "== pytest" >&2
 pytest --create-db --cov --cov-report=term "$@"
+echo "== pytest on Redis Cluster (RESEE_TEST_REDIS=cluster)" >&2
+# The cache and invalidation contract on the cluster of scripts/redis_cluster.sh; tests marked
+# single_redis skip. Not the harness's self-check (it tests the harness, not the topology).
+RESEE_TEST_REDIS=cluster pytest -q \
+  tests/test_cache.py tests/test_cache_invalidate.py tests/test_cache_entries.py \
+  tests/test_cache_switch.py tests/test_cache_checks.py tests/test_cache_concurrency.py \
+  tests/test_invalidation.py tests/test_invalidation_db_on_delete.py \
+  tests/test_invalidation_race.py -k "not the_same_harness_catches"

@@ -27,7 +27,12 @@ from django.test import override_settings
 from resee_perf import cache_aside, invalidate_tags
 from resee_perf._store import store_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.slow,
+    pytest.mark.version_independent,
+    pytest.mark.django_db(transaction=True),
+]
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "redis_cluster.sh"
 BASE = int(os.environ.get("RESEE_FAULT_CLUSTER_PORT", "7100"))
@@ -48,7 +53,9 @@ def node(port: int) -> redis.Redis:
 
 def primary_and_replica(base: int, slot: int) -> tuple[int, int]:
     """The ports of the primary serving ``slot`` and of its replica."""
-    nodes = node(base).execute_command("CLUSTER NODES")  # parsed by redis-py
+    nodes = node(base).execute_command(  # type: ignore[no-untyped-call]
+        "CLUSTER NODES"
+    )  # parsed by redis-py
     primaries: dict[str, tuple[int, list[list[str]]]] = {}
     replicas: dict[str, int] = {}
     for address, fields in nodes.items():
@@ -122,7 +129,7 @@ def test_a_primary_failover_under_load_loses_no_invalidation_and_raises_nothing(
         try:
             time.sleep(1.0)
             before = reads[0]
-            node(replica).execute_command("CLUSTER FAILOVER")
+            node(replica).execute_command("CLUSTER FAILOVER")  # type: ignore[no-untyped-call]
             deadline = time.monotonic() + 30
             while node(replica).info("replication")["role"] != "master":
                 assert time.monotonic() < deadline, "the replica did not take over"

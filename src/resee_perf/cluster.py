@@ -16,9 +16,9 @@ span keys made slot-aware (docs/scaling.md). Configure it as::
     }
 
 ``OPTIONS`` go to ``redis.cluster.RedisCluster`` as keyword arguments. Every command follows
-MOVED and ASK redirections (resharding, failover) as redis-py does. A ``KEY_PREFIX`` must not
-contain ``{``: Redis would take it for the hash tag of every key, and put them all in one slot
-(resee_perf.E050).
+MOVED and ASK redirections (resharding, failover) as redis-py does. The cache's ``KEY_PREFIX``
+must not contain ``{``: Redis would take it for the hash tag of every key, and put them all in
+one slot (docs/scaling.md).
 """
 
 from __future__ import annotations
