@@ -33,6 +33,8 @@ from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 if TYPE_CHECKING:
     from redis.cluster import RedisCluster
 
+__all__ = ["RedisClusterCache"]
+
 
 # One RedisCluster per LOCATION and OPTIONS for the process: Django builds a cache object per
 # thread, and a RedisCluster per thread would learn the slot map (CLUSTER SLOTS) and open a
