@@ -4,6 +4,8 @@ Environment:
 - ``DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/test``): the primary.
 - ``REDIS_URL`` (default ``redis://127.0.0.1:6379/1``): the cache; tests flush this Redis
   database, so point it at one nothing else uses.
+- ``RESEE_TEST_REDIS`` (default ``single``): the Redis topology of the ``default`` cache;
+  ``cluster`` is the cluster of scripts/redis_cluster.sh (``RESEE_TEST_CLUSTER_URL``).
 - ``RESEE_TEST_DB_SUFFIX``: appended to the test database name, so that several test runs
   can share one PostgreSQL server.
 """
