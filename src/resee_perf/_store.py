@@ -245,11 +245,12 @@ class ClusterStore(RedisStore):
 
     def __init__(self, alias: str, cache: BaseCache, client: RedisCluster) -> None:
         super().__init__(alias, cache, client)  # type: ignore[arg-type]
-        prefix = conf.KEY_PREFIX
         make_key = cache.make_key
         cluster = client
+        # The prefix is read on a miss of this cache only: a key holds its prefix, so a key
+        # made under another KEY_PREFIX (override_settings) is another entry here.
         self._key = functools.lru_cache(maxsize=4096)(
-            lambda key: make_key(slot_tagged(prefix, key))
+            lambda key: make_key(slot_tagged(conf.KEY_PREFIX, key))
         )
         self._mget = lambda keys: read_keys(cluster, keys)
 
