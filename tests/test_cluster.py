@@ -137,3 +137,16 @@ def test_invalidating_a_tag_is_one_script_call_per_tag_and_no_scan(cluster: Any)
     calls = [found for found in commands(nodes) if found]
     assert sum(found.get("eval", 0) for found in calls) == 2
     assert not any({"scan", "keys", "flushdb"} & set(found) for found in calls)
+
+
+def test_a_lock_left_by_a_timed_out_call_is_released_at_the_next_read(cluster: Any) -> None:
+    from resee_perf._store import _note_orphan
+
+    store: Any = store_for("cluster")
+    prefix = f"{uuid.uuid4().hex[:8]}:"
+    locks = [f"{prefix}l:{i}" for i in range(10)]  # over several slots
+    for lock in locks:
+        assert store.acquire(lock, "token", 60)
+        _note_orphan("cluster", store.full_key(lock), "token")
+    store.read(f"{prefix}c:any", [])
+    assert [store.client.get(store.full_key(lock)) for lock in locks] == [None] * 10

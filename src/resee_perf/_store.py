@@ -225,7 +225,8 @@ class RedisStore(Store):
             return
         pipeline = self._client.pipeline(transaction=False)
         for _, full_key, token in mine:
-            pipeline.eval(RELEASE_SCRIPT, 1, full_key, token)
+            # EVAL by name: a cluster pipeline has no eval() (each key routes to its slot).
+            pipeline.execute_command("EVAL", RELEASE_SCRIPT, 1, full_key, token)
         try:
             self.guarded(pipeline.execute)
         except Unavailable:
