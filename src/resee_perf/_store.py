@@ -226,7 +226,7 @@ class RedisStore(Store):
         pipeline = self._client.pipeline(transaction=False)
         for _, full_key, token in mine:
             # EVAL by name: a cluster pipeline has no eval() (each key routes to its slot).
-            pipeline.execute_command("EVAL", RELEASE_SCRIPT, 1, full_key, token)
+            pipeline.execute_command("EVAL", RELEASE_SCRIPT, 1, full_key, token)  # type: ignore[no-untyped-call]
         try:
             self.guarded(pipeline.execute)
         except Unavailable:
