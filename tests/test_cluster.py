@@ -150,3 +150,28 @@ def test_a_lock_left_by_a_timed_out_call_is_released_at_the_next_read(cluster: A
         _note_orphan("cluster", store.full_key(lock), "token")
     store.read(f"{prefix}c:any", [])
     assert [store.client.get(store.full_key(lock)) for lock in locks] == [None] * 10
+
+
+def test_a_bump_of_the_cache_epoch_turns_every_entry_into_a_miss(cluster: Any) -> None:
+    """What the durable invalidation queue does when it overflows: on a cluster the epoch is
+    one key per slot bucket, and a bump must reach every one of them."""
+    from django.conf import settings
+
+    from resee_perf import _generations
+    from resee_perf._keys import epoch_key
+
+    runs: list[int] = []
+
+    @cache_aside("ep:{pk}", ttl=60)
+    def entry(pk: int) -> int:
+        runs.append(pk)
+        return pk
+
+    for pk in range(50):
+        entry(pk)
+        entry(pk)
+    assert len(runs) == 50
+    _generations.bump(cluster, [epoch_key(settings.RESEE_PERF["KEY_PREFIX"])])
+    for pk in range(50):
+        entry(pk)
+    assert len(runs) == 100
