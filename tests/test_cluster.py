@@ -155,9 +155,8 @@ def test_a_lock_left_by_a_timed_out_call_is_released_at_the_next_read(cluster: A
 def test_a_bump_of_the_cache_epoch_turns_every_entry_into_a_miss(cluster: Any) -> None:
     """What the durable invalidation queue does when it overflows: on a cluster the epoch is
     one key per slot bucket, and a bump must reach every one of them."""
-    from django.conf import settings
-
     from resee_perf import _generations
+    from resee_perf.conf import conf
     from resee_perf._keys import epoch_key
 
     runs: list[int] = []
@@ -171,7 +170,7 @@ def test_a_bump_of_the_cache_epoch_turns_every_entry_into_a_miss(cluster: Any) -
         entry(pk)
         entry(pk)
     assert len(runs) == 50
-    _generations.bump(cluster, [epoch_key(settings.RESEE_PERF["KEY_PREFIX"])])
+    _generations.bump(cluster, [epoch_key(conf.KEY_PREFIX)])
     for pk in range(50):
         entry(pk)
     assert len(runs) == 100
