@@ -156,8 +156,8 @@ def test_a_bump_of_the_cache_epoch_turns_every_entry_into_a_miss(cluster: Any) -
     """What the durable invalidation queue does when it overflows: on a cluster the epoch is
     one key per slot bucket, and a bump must reach every one of them."""
     from resee_perf import _generations
-    from resee_perf.conf import conf
     from resee_perf._keys import epoch_key
+    from resee_perf.conf import conf
 
     runs: list[int] = []
 
