@@ -17,6 +17,8 @@ bash scripts/pg_small.sh
 # A Sentinel-managed primary + replica (6380/6381, sentinels 26380-26382) for the contract run
 # on Sentinel below.
 bash scripts/redis_sentinel.sh
+# The Redis Cluster (3 primaries + 3 replicas, ports 7000-7005) of the cluster run below.
+bash scripts/redis_cluster.sh
 
 echo "== ruff" >&2
 ruff check .
@@ -31,3 +33,11 @@ pytest --create-db --cov --cov-report=term "$@"
 # Sentinel client); tests marked single_redis skip themselves there. About 2 minutes.
 echo "== pytest: cache and invalidation contract on Sentinel" >&2
 RESEE_TEST_REDIS=sentinel pytest -p no:cacheprovider tests/test_cache*.py tests/test_invalidation*.py
+echo "== pytest on Redis Cluster (RESEE_TEST_REDIS=cluster)" >&2
+# The cache and invalidation contract on the cluster of scripts/redis_cluster.sh; tests marked
+# single_redis skip. Not the harness's self-check (it tests the harness, not the topology).
+RESEE_TEST_REDIS=cluster pytest -q \
+  tests/test_cache.py tests/test_cache_invalidate.py tests/test_cache_entries.py \
+  tests/test_cache_switch.py tests/test_cache_checks.py tests/test_cache_concurrency.py \
+  tests/test_invalidation.py tests/test_invalidation_db_on_delete.py \
+  tests/test_invalidation_race.py -k "not the_same_harness_catches"

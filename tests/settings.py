@@ -4,6 +4,8 @@ Environment:
 - ``DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/test``): the primary.
 - ``REDIS_URL`` (default ``redis://127.0.0.1:6379/1``): the cache; tests flush this Redis
   database, so point it at one nothing else uses.
+- ``RESEE_TEST_REDIS`` (default ``single``): the Redis topology of the ``default`` cache;
+  ``cluster`` is the cluster of scripts/redis_cluster.sh (``RESEE_TEST_CLUSTER_URL``).
 - ``RESEE_TEST_DB_SUFFIX``: appended to the test database name, so that several test runs
   can share one PostgreSQL server.
 """
@@ -110,6 +112,18 @@ CACHES = {
     },
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+# RESEE_TEST_REDIS picks the topology the cache tests run on: single (the default, above),
+# cluster or sentinel. Tests marked `single_redis` skip on the others (tests/conftest.py).
+RESEE_TEST_REDIS = os.environ.get("RESEE_TEST_REDIS", "single")
+if RESEE_TEST_REDIS == "cluster":
+    # scripts/redis_cluster.sh: 3 primaries + 3 replicas on 7000-7005; any node will do.
+    CACHES["default"] = {
+        "BACKEND": "resee_perf.cluster.RedisClusterCache",
+        "LOCATION": os.environ.get(
+            "RESEE_TEST_CLUSTER_URL", "redis://127.0.0.1:7000,redis://127.0.0.1:7001"
+        ),
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
 
 # The Redis topology the cache tests run on (RESEE_TEST_REDIS): "single" (default, REDIS_URL),
 # "cluster" or "sentinel". Tests that only make sense on one node are marked `single_redis`

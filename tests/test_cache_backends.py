@@ -22,7 +22,8 @@ from django.test import override_settings
 from resee_perf import cache_aside, invalidate_tags
 from tests.test_cache_redis_server import spare_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# memcached and a private redis-server: nothing the Redis topology changes.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.single_redis]
 
 BACKENDS = ["locmem", "database", "memcached"]
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import caches
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.http import HttpResponse
 from prometheus_client import REGISTRY
 
 from resee_perf import UncacheableValue, cache_aside
+from resee_perf._store import store_for
 from resee_perf.checks import check_cache_entries
 from tests.test_cache import Counter
 
@@ -30,11 +30,12 @@ def resee_settings(settings: Any) -> dict[str, Any]:
 
 
 def raw_redis() -> Any:
-    return caches["default"].client.get_client(write=True)  # type: ignore[attr-defined]
+    return store_for("default").client  # type: ignore[attr-defined]
 
 
 def full_key(key: str) -> str:
-    return caches["default"].make_key(key)
+    # Hash-tagged on a cluster (RESEE_TEST_REDIS=cluster).
+    return store_for("default").full_key(key)  # type: ignore[attr-defined,no-any-return]
 
 
 class RunsCode:

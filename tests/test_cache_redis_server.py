@@ -26,7 +26,11 @@ from tests.test_cache import Counter
 
 SOCKET_TIMEOUT = 0.3
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+    # Its own one-node redis-server, and round trips counted on it.
+    pytest.mark.single_redis,
+]
 
 
 def spare_port() -> int:

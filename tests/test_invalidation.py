@@ -100,6 +100,7 @@ def test_a_new_generation_is_random_and_read_back_by_every_reader() -> None:
     assert first["g:a"] != first["g:b"]
 
 
+@pytest.mark.single_redis  # django-redis's client
 def test_generation_keys_expire_after_tag_timeout() -> None:
     client = caches["default"].client.get_client(write=True)  # type: ignore[attr-defined]
     key = caches["default"].make_key(tag_key("g:ttl"))
@@ -112,6 +113,7 @@ def test_generation_keys_expire_after_tag_timeout() -> None:
     assert client.ttl(caches["default"].make_key(tag_key("g:new"))) == -1
 
 
+@pytest.mark.single_redis  # django-redis's client
 def test_bump_increments_and_keeps_the_ttl() -> None:
     client = caches["default"].client.get_client(write=True)  # type: ignore[attr-defined]
     before = start("g:a")["g:a"]
@@ -162,7 +164,8 @@ def test_long_and_odd_tags_get_bounded_keys() -> None:
     "backend",
     [
         "django.core.cache.backends.locmem.LocMemCache",
-        "django.core.cache.backends.redis.RedisCache",
+        # Django's own client on one server: not a cluster client.
+        pytest.param("django.core.cache.backends.redis.RedisCache", marks=pytest.mark.single_redis),
     ],
 )
 def test_other_backends(backend: str, settings: Any) -> None:
@@ -744,6 +747,7 @@ def test_w015_also_covers_caches_named_by_invalidate_on(settings: Any) -> None:
         assert _ids(check_invalidation_caches()) == ["resee_perf.W015"]
 
 
+@pytest.mark.single_redis  # django-redis's client
 def test_w017_django_redis_herd_client_cannot_increment(settings: Any) -> None:
     herd = {
         **settings.CACHES["default"],

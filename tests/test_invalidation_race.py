@@ -89,6 +89,7 @@ def counted(client: redis.Redis, action: Callable[[], object]) -> dict[str, int]
 @pytest.mark.slow
 @pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)  # so that invalidation runs at once
+@pytest.mark.single_redis  # a private redis-server
 def test_invalidating_100000_entries_costs_what_invalidating_10_does(
     private_redis: redis.Redis, private_cache: str
 ) -> None:
@@ -148,6 +149,7 @@ def test_invalidating_100000_entries_costs_what_invalidating_10_does(
 @pytest.mark.slow
 @pytest.mark.version_independent
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.single_redis  # a private redis-server
 def test_redis_unreachable_during_a_write_the_invalidation_is_retried_until_it_lands(
     private_redis: redis.Redis, private_cache: str, caplog: Any
 ) -> None:

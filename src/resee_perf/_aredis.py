@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.cache import BaseCache
 
-from resee_perf._redis import client_for
+from resee_perf._redis import client_for, cluster_client_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
@@ -72,6 +72,9 @@ def async_client_for(cache: BaseCache) -> AsyncRedis | None:
     :func:`resee_perf._redis.client_for` finds no plain Redis, or where its connections are not
     plain TCP, TLS or Unix-socket ones (Sentinel-managed: the caller runs the sync client in a
     thread instead). Must be called from a coroutine."""
+    if cluster_client_for(cache) is not None:
+        # A cluster's client routes by slot: the caller runs the sync cluster store in a thread.
+        return None
     sync = client_for(cache)
     if sync is None:
         return None

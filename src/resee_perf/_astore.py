@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 
+from resee_perf import _orphans as orphans
 from resee_perf import metrics
 from resee_perf._aredis import async_client_for
 from resee_perf._breaker import CircuitBreaker, breaker_for
@@ -41,18 +42,15 @@ from resee_perf._redis import (
     RELEASE_SCRIPT,
     STORE_IF_UNCHANGED_SCRIPT,
     client_for,
+    cluster_client_for,
     fresh_generation,
 )
 from resee_perf._store import (
     TOMBSTONE,
     Unavailable,
-    give_back_orphans,
     is_tombstone,
-    note_orphan,
-    orphans_pending,
     parse_run_id,
     store_for,
-    take_orphans,
 )
 from resee_perf.conf import conf
 
@@ -87,6 +85,10 @@ class AsyncStore:
             raise Unavailable(str(error)) from error
         self.breaker.record_success()
         return result
+
+    def epoch_key(self, key: str, prefix: str) -> str:
+        """The epoch key entry ``key`` carries with its tags (as :meth:`Store.epoch_key`)."""
+        return epoch_key(prefix)
 
     async def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         raise NotImplementedError
@@ -125,7 +127,7 @@ class AsyncRedisStore(AsyncStore):
             await self._confirm()
         keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
         values = await self.guarded(self._client.mget(keys))
-        if orphans_pending():
+        if orphans.pending():
             await self._release_orphans()
         return values[0], [parse(value) for value in values[1:]]
 
@@ -149,7 +151,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             return bool(await self.guarded(self._client.set(full_key, token, nx=True, px=px)))
         except Unavailable:
-            note_orphan(self.alias, full_key, token)  # as RedisStore.acquire
+            orphans.note(self.alias, full_key, token)  # as RedisStore.acquire
             raise
 
     async def release(self, key: str, token: str) -> None:
@@ -157,7 +159,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             await self.guarded(self._release(keys=[full_key], args=[token]))
         except Unavailable:
-            note_orphan(self.alias, full_key, token)
+            orphans.note(self.alias, full_key, token)
             raise
 
     async def generations(self, tag_keys: Sequence[str]) -> list[int]:
@@ -187,7 +189,7 @@ class AsyncRedisStore(AsyncStore):
         return [position for position in map(parse, values) if position is not None]
 
     async def _release_orphans(self) -> None:
-        mine = take_orphans(self.alias)
+        mine = orphans.take(self.alias)
         if not mine:
             return
         pipeline = self._client.pipeline(transaction=False)
@@ -196,7 +198,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             await self.guarded(pipeline.execute())
         except Unavailable:
-            give_back_orphans(mine)
+            orphans.give_back(mine)
 
     async def _confirm(self) -> None:
         self._unconfirmed = False
@@ -358,6 +360,10 @@ class AsyncThreadStore(AsyncStore):
 
         return sync_to_async(run, thread_sensitive=False)
 
+    def epoch_key(self, key: str, prefix: str) -> str:
+        # One per slot bucket on a cluster (resee_perf._store.ClusterStore).
+        return store_for(self.alias).epoch_key(key, prefix)
+
     async def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
         return await self._in_thread("read")(key, tag_keys)  # type: ignore[no-any-return]
 
@@ -403,7 +409,7 @@ def astore_for(alias: str) -> AsyncStore:
         client = async_client_for(cache)
         if client is not None:
             store = AsyncRedisStore(alias, cache, client)
-        elif client_for(cache) is not None:
+        elif client_for(cache) is not None or cluster_client_for(cache) is not None:
             store = AsyncThreadStore(alias, cache)
         else:
             store = AsyncDjangoStore(alias, cache)

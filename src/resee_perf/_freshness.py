@@ -50,7 +50,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from resee_perf import _replicas
 from resee_perf._keys import WRITE_POSITION, family_key, tag_part
-from resee_perf._redis import MAX_POSITION_SCRIPT, client_for
+from resee_perf._redis import MAX_POSITION_SCRIPT, client_for, cluster_client_for, eval_per_key
 from resee_perf._store import tombstone_position
 from resee_perf.conf import conf
 
@@ -199,6 +199,11 @@ def record(cache: BaseCache, tags: Sequence[str]) -> None:
         return
     keys = [position_key(tag) for tag in dict.fromkeys(tags)]
     ttl_ms = math.ceil(remembered_for() * 1000)
+    cluster = cluster_client_for(cache)
+    if cluster is not None:
+        full_keys = [cache.make_key(key) for key in keys]
+        eval_per_key(cluster, MAX_POSITION_SCRIPT, full_keys, [[ttl_ms, lsn]] * len(keys))
+        return
     client = client_for(cache)
     if client is not None:
         script = client.register_script(MAX_POSITION_SCRIPT)

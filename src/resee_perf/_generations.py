@@ -14,14 +14,23 @@ Keys are logical (before the cache's make_key): :func:`resee_perf._keys.tag_key`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import BaseCache
 
-from resee_perf._keys import epoch_key
-from resee_perf._redis import BUMP_SCRIPT, client_for, fresh_generation
+from resee_perf._keys import bucket_epoch_keys, epoch_key, is_epoch_key
+from resee_perf._redis import (
+    BUMP_SCRIPT,
+    client_for,
+    cluster_client_for,
+    eval_per_key,
+    fresh_generation,
+)
 from resee_perf._sentinel import run_on_primary
 from resee_perf.conf import conf
+
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
 
 
 def parse(value: Any) -> int | None:
@@ -39,7 +48,7 @@ def parse(value: Any) -> int | None:
 def timeout_for(key: str) -> int | None:
     # The epoch key never expires (a TAG_TIMEOUT would turn every entry into a miss at once);
     # if it is evicted it is recreated at random like any generation.
-    return None if key == epoch_key(conf.KEY_PREFIX) else conf.TAG_TIMEOUT
+    return None if is_epoch_key(conf.KEY_PREFIX, key) else conf.TAG_TIMEOUT
 
 
 def read(cache: BaseCache, keys: Sequence[str]) -> list[int]:
@@ -74,6 +83,10 @@ def bump(cache: BaseCache, keys: Sequence[str]) -> None:
     unique = list(dict.fromkeys(keys))
     if not unique:
         return
+    cluster = cluster_client_for(cache)
+    if cluster is not None:
+        _bump_on_cluster(cache, cluster, unique)
+        return
     client = client_for(cache)
     if client is not None:
         # The epoch key keeps no TTL (it is bumped alone: after a queue overflow).
@@ -93,3 +106,18 @@ def bump(cache: BaseCache, keys: Sequence[str]) -> None:
             # Missing key: nothing can be valid under a generation nobody holds, but create one
             # so that entries computed from now on record a definite value.
             cache.add(key, fresh_generation(), timeout=timeout_for(key))
+
+
+def _bump_on_cluster(cache: BaseCache, cluster: RedisCluster, keys: list[str]) -> None:
+    """The same script once per key (each its own slot: tags spread over the cluster),
+    pipelined: one round trip per node. The cache's epoch is one key per slot bucket there."""
+    prefix = conf.KEY_PREFIX
+    if epoch_key(prefix) in keys:
+        keys = [key for key in keys if key != epoch_key(prefix)] + bucket_epoch_keys(prefix)
+    ttls = [timeout_for(key) for key in keys]
+    eval_per_key(
+        cluster,
+        BUMP_SCRIPT,
+        [cache.make_key(key) for key in keys],
+        [[0 if ttl is None else ttl * 1000, fresh_generation()] for ttl in ttls],
+    )

@@ -114,6 +114,43 @@ def epoch_key(prefix: str) -> str:
     return family_key(prefix, EPOCH, "epoch")
 
 
+# Redis Cluster (resee_perf.cluster): an entry and its lock carry a hash tag, one of this many
+# buckets, so that its scripts touch one slot; the bucket also has an epoch of its own in that
+# slot, so that a hit without tags reads one slot. Few enough that bumping every bucket's
+# epoch (a queue overflow) is one pipelined round per node; enough to spread entries evenly.
+SLOT_BUCKETS = 1024
+
+
+def slot_bucket(prefix: str, key: str) -> str:
+    """The hash tag of an entry or lock key ``<prefix>:<family>:<rest>``, from ``rest`` (which
+    the entry and its lock share): ``{`` + a bucket number + ``}``."""
+    rest = key[len(prefix) + 3 :]
+    bucket = int.from_bytes(
+        hashlib.blake2b(rest.encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    )
+    return f"{{{bucket % SLOT_BUCKETS}}}"
+
+
+def slot_tagged(prefix: str, key: str) -> str:
+    """``key`` with its bucket's hash tag after the family, before any brace the body has."""
+    head = len(prefix) + 3
+    return key[:head] + slot_bucket(prefix, key) + key[head:]
+
+
+def bucket_epoch_key(prefix: str, key: str) -> str:
+    """On a cluster: the epoch of the bucket of entry ``key``, in the entry's slot."""
+    return family_key(prefix, EPOCH, slot_bucket(prefix, key) + "epoch")
+
+
+def bucket_epoch_keys(prefix: str) -> list[str]:
+    """Every bucket's epoch: what a bump of the cache's epoch means on a cluster."""
+    return [family_key(prefix, EPOCH, f"{{{bucket}}}epoch") for bucket in range(SLOT_BUCKETS)]
+
+
+def is_epoch_key(prefix: str, key: str) -> bool:
+    return key.startswith(family_key(prefix, EPOCH, "")) and key.endswith("epoch")
+
+
 def run_id_key(prefix: str) -> str:
     """The key naming the Redis server (its run_id) that the epoch was last confirmed on."""
     return family_key(prefix, EPOCH, "run_id")

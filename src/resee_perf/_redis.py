@@ -7,13 +7,18 @@ scripts are here, side by side, so that their atomicity arguments can be read to
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.cache import BaseCache
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 
+from resee_perf.cluster import RedisClusterCache
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis import Redis
+    from redis.cluster import RedisCluster
 
 
 def client_for(cache: BaseCache) -> Redis | None:
@@ -33,6 +38,37 @@ def client_for(cache: BaseCache) -> Redis | None:
     if isinstance(client, DefaultClient) and not isinstance(client, HerdClient | ShardClient):
         return client.get_client(write=True)  # type: ignore[no-any-return]
     return None
+
+
+def cluster_client_for(cache: BaseCache) -> RedisCluster | None:
+    """The ``RedisCluster`` behind ``cache`` if it is a :class:`RedisClusterCache`, else None.
+
+    On a cluster every script gets keys of one slot (entries and locks carry a hash tag,
+    resee_perf._keys.slot_tagged), and multi-key reads go one MGET per slot, pipelined."""
+    if isinstance(cache, RedisClusterCache):
+        return cast("RedisCluster", cache._cache.get_client(write=True))
+    return None
+
+
+def read_keys(client: RedisCluster, keys: Sequence[str]) -> list[Any]:
+    """Raw values of ``keys``: one MGET when they share a slot, else one per slot, pipelined
+    (one round trip per node)."""
+    keyslot = client.keyslot
+    slot = keyslot(keys[0])  # type: ignore[no-untyped-call]
+    if all(keyslot(key) == slot for key in keys[1:]):  # type: ignore[no-untyped-call]
+        return list(client.mget(keys))
+    return list(client.mget_nonatomic(keys))
+
+
+def eval_per_key(
+    client: RedisCluster, script: str, keys: Sequence[str], args: Sequence[Sequence[object]]
+) -> None:
+    """Run ``script`` once per key (``KEYS[1]``; ``ARGV`` from ``args``), pipelined: a
+    cluster refuses a script over keys of several slots. Each call stays atomic on its key."""
+    pipeline = client.pipeline()  # type: ignore[no-untyped-call]
+    for key, key_args in zip(keys, args, strict=True):
+        pipeline.execute_command("EVAL", script, 1, key, *key_args)
+    pipeline.execute()
 
 
 def fresh_generation() -> int:

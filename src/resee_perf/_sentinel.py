@@ -54,7 +54,8 @@ def run_on_primary(client: Redis, operation: Callable[[Redis], T]) -> T:
     from redis import Redis
     from redis.sentinel import SentinelConnectionPool
 
-    pool = client.connection_pool
+    # A RedisCluster has no single pool (and no Sentinel): the operation as is.
+    pool = getattr(client, "connection_pool", None)
     if not isinstance(pool, SentinelConnectionPool) or not pool.is_master:
         return operation(client)
     # One connection for the write, the WAIT and the address check: they must all be about

@@ -41,29 +41,36 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.core.cache import BaseCache, caches
 
+from resee_perf import _orphans as orphans
 from resee_perf import metrics
 from resee_perf._breaker import CircuitBreaker, breaker_for
 from resee_perf._generations import parse
 from resee_perf._generations import read as read_generations
-from resee_perf._keys import epoch_key, run_id_key
+from resee_perf._keys import bucket_epoch_key, epoch_key, run_id_key, slot_tagged
+from resee_perf._orphans import maybe_orphaned
 from resee_perf._redis import (
     BURY_SCRIPT,
     CONFIRM_EPOCH_SCRIPT,
     RELEASE_SCRIPT,
     STORE_IF_UNCHANGED_SCRIPT,
     client_for,
+    cluster_client_for,
     fresh_generation,
+    read_keys,
 )
 from resee_perf._sentinel import run_on_primary
 from resee_perf.conf import conf
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.cluster import RedisCluster
     from redis.connection import AbstractConnection, ConnectionPool
 
 logger = logging.getLogger("resee_perf.cache")
 
 T = TypeVar("T")
+
+_epoch_key = functools.lru_cache(maxsize=16)(epoch_key)
 
 # What invalidate() leaves where an entry was: this prefix and a random token, so that no two
 # tombstones are equal and a recompute that saw one can tell whether another replaced it.
@@ -146,6 +153,11 @@ class Store:
     def acquire(self, key: str, token: str, timeout: float) -> bool:
         raise NotImplementedError
 
+    def epoch_key(self, key: str, prefix: str) -> str:
+        """The epoch key entry ``key`` carries with its tags (one per cache, but on a cluster
+        one per slot bucket)."""
+        return _epoch_key(prefix)
+
     def release(self, key: str, token: str) -> None:
         raise NotImplementedError
 
@@ -161,16 +173,26 @@ class RedisStore(Store):
         # EVALSHA, loading the script on the first NOSCRIPT (redis-py's Script).
         self._store_if_unchanged = client.register_script(STORE_IF_UNCHANGED_SCRIPT)
         self._bury = client.register_script(BURY_SCRIPT)
+        self._key: Callable[[str], str] = cache.make_key
+        self._mget: Callable[[list[str]], list[Any]] = client.mget
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    def full_key(self, key: str) -> str:
+        """The Redis key of entry or lock ``key`` (hash-tagged on a cluster)."""
+        return self._key(key)
 
     def read(self, key: str, tag_keys: Sequence[str]) -> tuple[Any, list[int | None]]:
-        keys = [self.cache.make_key(key), *map(self._full_tag_key, tag_keys)]
-        values = self.guarded(lambda: self._client.mget(keys))
-        if _maybe_orphaned:
+        keys = [self._key(key), *map(self._full_tag_key, tag_keys)]
+        values = self.guarded(lambda: self._mget(keys))
+        if maybe_orphaned:
             self._release_orphans()
         return values[0], [parse(value) for value in values[1:]]
 
     def write(self, key: str, blob: bytes, timeout: float, seen: Any) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         px = _milliseconds(timeout)
         if seen is None:
             return bool(self.guarded(lambda: self._client.set(full_key, blob, px=px, nx=True)))
@@ -182,7 +204,7 @@ class RedisStore(Store):
         return bool(self.guarded(lambda: self._store_if_unchanged(keys=[full_key], args=args)))
 
     def bury(self, key: str, tombstone: bytes, timeout: float) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         args: list[bytes | int] = [tombstone, _milliseconds(timeout), TOMBSTONE]
         # A tombstone is an invalidation: behind Sentinel it counts only on the primary the
         # sentinels name (resee_perf._sentinel).
@@ -196,41 +218,63 @@ class RedisStore(Store):
         )
 
     def acquire(self, key: str, token: str, timeout: float) -> bool:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         px = _milliseconds(timeout)
         try:
             return bool(self.guarded(lambda: self._client.set(full_key, token, nx=True, px=px)))
         except Unavailable:
             # A SET that timed out may still run: a hung Redis executes what it had received
             # when it resumes, and the lock then stands with no holder.
-            _note_orphan(self.alias, full_key, token)
+            orphans.note(self.alias, full_key, token)
             raise
 
     def release(self, key: str, token: str) -> None:
-        full_key = self.cache.make_key(key)
+        full_key = self._key(key)
         try:
             self.guarded(lambda: self._client.eval(RELEASE_SCRIPT, 1, full_key, token))
         except Unavailable:
             # Redis hung or went away while we held the lock: it would stand for the rest of
             # lock_timeout, every caller of the key waiting it out after Redis answers again.
-            _note_orphan(self.alias, full_key, token)
+            orphans.note(self.alias, full_key, token)
             raise
 
     def _release_orphans(self) -> None:
-        with _orphans_lock:
-            mine = [entry for entry in _maybe_orphaned if entry[0] == self.alias]
-            for entry in mine:
-                _maybe_orphaned.remove(entry)
+        mine = orphans.take(self.alias)
         if not mine:
             return
         pipeline = self._client.pipeline(transaction=False)
         for _, full_key, token in mine:
-            pipeline.eval(RELEASE_SCRIPT, 1, full_key, token)
+            # EVAL by name: a cluster pipeline has no eval() (each key routes to its slot).
+            pipeline.execute_command("EVAL", RELEASE_SCRIPT, 1, full_key, token)  # type: ignore[no-untyped-call]
         try:
             self.guarded(pipeline.execute)
         except Unavailable:
-            with _orphans_lock:
-                _maybe_orphaned.extend(mine[: _MAX_ORPHANS - len(_maybe_orphaned)])
+            orphans.give_back(mine)
+
+
+class ClusterStore(RedisStore):
+    """A :class:`RedisStore` on a Redis Cluster (resee_perf.cluster.RedisClusterCache).
+
+    An entry and its lock carry their bucket's hash tag (:func:`resee_perf._keys.slot_tagged`),
+    so every script touches one slot; so does the bucket's epoch, read with the entry. A hit
+    is one MGET per slot its keys fall in, pipelined: one round trip per node touched, one
+    when the function has no tags. No run_id watch: a promoted replica has a run_id of its own,
+    and a manual failover loses no write (docs/scaling.md).
+    """
+
+    def __init__(self, alias: str, cache: BaseCache, client: RedisCluster) -> None:
+        super().__init__(alias, cache, client)  # type: ignore[arg-type]
+        make_key = cache.make_key
+        cluster = client
+        # The prefix is read on a miss of this cache only: a key holds its prefix, so a key
+        # made under another KEY_PREFIX (override_settings) is another entry here.
+        self._key = functools.lru_cache(maxsize=4096)(
+            lambda key: make_key(slot_tagged(conf.KEY_PREFIX, key))
+        )
+        self._mget = lambda keys: read_keys(cluster, keys)
+
+    def epoch_key(self, key: str, prefix: str) -> str:
+        return bucket_epoch_key(prefix, key)
 
 
 def _run_id(info: Any) -> str:
@@ -317,46 +361,9 @@ class _EpochWatch:
             metrics.report_epoch_change(self.alias, "restart")
 
 
-# Locks whose SET NX timed out (alias, full key, token): see RedisStore.acquire. Process-wide
-# like the connection pools they came through; bounded, since a lock left over expires anyway.
-_maybe_orphaned: list[tuple[str, str, str]] = []
-_orphans_lock = threading.Lock()
-_MAX_ORPHANS = 1000
-
-
-def _note_orphan(alias: str, full_key: str, token: str) -> None:
-    """Release this lock (if it is still ours) at this process's first read that succeeds."""
-    with _orphans_lock:
-        if len(_maybe_orphaned) < _MAX_ORPHANS:
-            _maybe_orphaned.append((alias, full_key, token))
-
-
-def note_orphan(alias: str, full_key: str, token: str) -> None:
-    """:func:`_note_orphan`, for the async store (:mod:`resee_perf._astore`)."""
-    _note_orphan(alias, full_key, token)
-
-
 def parse_run_id(info: Any) -> str:
     """The run_id in a raw ``INFO server`` reply (for the async store's epoch watch)."""
     return _run_id(info)
-
-
-def orphans_pending() -> bool:
-    return bool(_maybe_orphaned)
-
-
-def take_orphans(alias: str) -> list[tuple[str, str, str]]:
-    """The possibly orphaned locks of ``alias``, to release now (or give back on failure)."""
-    with _orphans_lock:
-        mine = [entry for entry in _maybe_orphaned if entry[0] == alias]
-        for entry in mine:
-            _maybe_orphaned.remove(entry)
-    return mine
-
-
-def give_back_orphans(entries: list[tuple[str, str, str]]) -> None:
-    with _orphans_lock:
-        _maybe_orphaned.extend(entries[: _MAX_ORPHANS - len(_maybe_orphaned)])
 
 
 _watch_lock = threading.Lock()
@@ -453,7 +460,10 @@ def store_for(alias: str) -> Store:
     if store is None:
         cache = caches[alias]
         client = client_for(cache)
-        if client is None:
+        cluster = cluster_client_for(cache)
+        if cluster is not None:
+            store = ClusterStore(alias, cache, cluster)
+        elif client is None:
             store = DjangoStore(alias, cache)
         else:
             store = RedisStore(alias, cache, client)

@@ -61,7 +61,6 @@ from resee_perf._keys import (
     LOCK,
     Template,
     bounded,
-    epoch_key,
     family_key,
     safe_key,
     tag_key,
@@ -80,7 +79,6 @@ R_co = TypeVar("R_co", covariant=True)
 
 # Tags repeat on every hit.
 _tag_key = functools.lru_cache(maxsize=4096)(tag_key)
-_epoch_key = functools.lru_cache(maxsize=16)(epoch_key)
 
 
 class _CacheAside:
@@ -194,7 +192,8 @@ class _CacheAside:
         lock_key = family_key(hot.prefix, LOCK, key[len(hot.prefix) + len(ENTRY) + 2 :])
         # Every entry also carries the cache's epoch (bumped when Redis comes back from an
         # older state): read in the same MGET, so a hit stays one round trip.
-        tag_keys = (*(_tag_key(hot.prefix, tag) for tag in tags), _epoch_key(hot.prefix))
+        epoch = store.epoch_key(key, hot.prefix)
+        tag_keys = (*(_tag_key(hot.prefix, tag) for tag in tags), epoch)
         return Call(key, lock_key, tags, tag_keys, store)
 
     def bury(self, key: str) -> bool:
