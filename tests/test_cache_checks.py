@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from resee_perf import cache_aside
-from resee_perf.checks import check_cache_aside
+from resee_perf.checks import check_cache_aside, check_cluster_key_prefix
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -80,3 +80,40 @@ def test_other_backends_need_no_timeouts(settings: Any) -> None:
         return 1
 
     assert check_cache_aside() == []
+
+
+CLUSTER = {
+    "BACKEND": "resee_perf.cluster.RedisClusterCache",
+    "LOCATION": "redis://127.0.0.1:7000",
+    "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+}
+
+
+@pytest.mark.parametrize(
+    ("cache_prefix", "resee_prefix", "named"),
+    [
+        ("{app}", "t", "CACHES['cluster']['KEY_PREFIX']"),
+        ("app", "{t}", "RESEE_PERF['KEY_PREFIX']"),
+        ("app}", "t", "CACHES['cluster']['KEY_PREFIX']"),
+    ],
+)
+def test_w012_a_brace_in_a_cluster_key_prefix(
+    settings: Any, cache_prefix: str, resee_prefix: str, named: str
+) -> None:
+    settings.CACHES = {**settings.CACHES, "cluster": {**CLUSTER, "KEY_PREFIX": cache_prefix}}
+    settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": resee_prefix}
+    [warning] = check_cluster_key_prefix()
+    assert warning.id == "resee_perf.W012"
+    assert named in warning.msg
+    assert "one slot" in warning.msg
+
+
+def test_w012_braces_are_fine_on_one_redis_and_absent_prefixes_on_a_cluster(
+    settings: Any,
+) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "cluster": {**CLUSTER, "KEY_PREFIX": "app"},
+        "single": {"BACKEND": "django_redis.cache.RedisCache", "KEY_PREFIX": "{app}"},
+    }
+    assert check_cluster_key_prefix() == []

@@ -18,6 +18,7 @@ a new feature a new module with a new range, registered in :func:`register` belo
 - ``W010`` a Redis cache that ``cache_aside`` uses has no socket timeouts.
 - ``E011`` ``CACHE_SERIALIZER`` cannot be loaded or has no ``dumps()``/``loads()``.
 - ``W011`` entries are pickled without ``CACHE_SIGNING_KEY``.
+- ``W012`` a brace in the key prefix of a Redis Cluster cache (every key in one slot).
 
 ``invalidation`` -- tag invalidation (W015-W019, W045):
 
@@ -72,7 +73,11 @@ from __future__ import annotations
 
 from django.core import checks
 
-from resee_perf.checks.cache import check_cache_aside, check_cache_entries
+from resee_perf.checks.cache import (
+    check_cache_aside,
+    check_cache_entries,
+    check_cluster_key_prefix,
+)
 from resee_perf.checks.connections import (
     check_connection_budget,
     check_connections,
@@ -92,6 +97,7 @@ from resee_perf.checks.settings import check_settings
 __all__ = [
     "check_cache_aside",
     "check_cache_entries",
+    "check_cluster_key_prefix",
     "check_connection_budget",
     "check_connections",
     "check_database_on_delete",
@@ -116,6 +122,7 @@ def register() -> None:
     # cache_aside
     checks.register(check_cache_aside, checks.Tags.caches)
     checks.register(check_cache_entries, checks.Tags.caches)
+    checks.register(check_cluster_key_prefix, checks.Tags.caches)
     # invalidation
     checks.register(check_invalidation_caches, checks.Tags.caches)
     checks.register(check_invalidation_caches_deploy, checks.Tags.caches, deploy=True)

@@ -14,7 +14,9 @@ from django.core.exceptions import ImproperlyConfigured
 _REDIS_TIMEOUT_OPTIONS: dict[str, tuple[str, ...]] = {
     "django_redis.cache.RedisCache": ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT"),
     "django.core.cache.backends.redis.RedisCache": ("socket_connect_timeout", "socket_timeout"),
+    "resee_perf.cluster.RedisClusterCache": ("socket_connect_timeout", "socket_timeout"),
 }
+_CLUSTER_BACKEND = "resee_perf.cluster.RedisClusterCache"
 
 
 def check_cache_aside(
@@ -95,3 +97,39 @@ def check_cache_entries(
             )
         ]
     return []
+
+
+def check_cluster_key_prefix(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W012: a brace in a Redis Cluster cache's key prefix. Redis hashes only what is between
+    the first ``{`` and the next ``}`` of a key: a prefix holding one gives every key of the
+    cache (entries, locks, tags) one slot, so one primary takes all of it."""
+    from resee_perf.conf import conf
+
+    try:
+        ours = str(conf.get("KEY_PREFIX"))
+    except ImproperlyConfigured:
+        ours = ""  # E001/E002 report the setting
+    messages: list[CheckMessage] = []
+    for alias, config in sorted(cast("Mapping[str, Mapping[str, Any]]", settings.CACHES).items()):
+        if config.get("BACKEND") != _CLUSTER_BACKEND:
+            continue
+        prefixes = {
+            f"CACHES[{alias!r}]['KEY_PREFIX']": str(config.get("KEY_PREFIX", "")),
+            "RESEE_PERF['KEY_PREFIX']": ours,
+        }
+        for name, value in prefixes.items():
+            if "{" in value or "}" in value:
+                messages.append(
+                    Warning(
+                        f"{name} = {value!r} holds a brace, and CACHES[{alias!r}] is a Redis "
+                        "Cluster: Redis hashes the text between the first '{' and the next "
+                        "'}' of a key, so every key of the cache lands in one slot, on one "
+                        "primary.",
+                        hint="Remove the braces from the prefix; resee-perf adds its own hash "
+                        "tags (docs/scaling.md, How the keys are laid out).",
+                        id="resee_perf.W012",
+                    )
+                )
+    return messages
