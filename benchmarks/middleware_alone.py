@@ -1,15 +1,20 @@
-"""Benchmark: QueryProfileMiddleware's own CPU per request, around a view that runs no query.
+"""Benchmark: one middleware's own CPU per request, around a view that runs no query.
 
-What the profiler adds to a request that makes no query (the example's cached endpoint since
-its sessions and user come from the cache): open a profile, make it current, the two
-``cache_aside`` round trips it is told of (``add_cache_time``), close it, decide on
-``Server-Timing`` (off for a non-staff user, the default). One process, ``tests.settings``, a
-request from ``RequestFactory``; blocks of ``--requests`` calls alternate between the bare view
-and the view behind the middleware, timed with ``time.thread_time_ns``; the figure is the
-median over blocks. Too small to resolve inside a whole request on a shared machine, so it is
-measured alone.
+``--middleware profiling``: what QueryProfileMiddleware adds to a request that makes no query
+(the example's cached endpoint, whose session and user come from the cache): open a profile,
+make it current, the two ``cache_aside`` round trips it is told of (``add_cache_time``), close
+it, decide on ``Server-Timing`` (off for a non-staff user, the default).
+``--middleware metrics``: what MetricsMiddleware adds, prometheus-client in multiprocess mode
+(as under gunicorn: each sample an mmap'd file write): the query tally put on and taken off
+every database alias of ``tests.settings`` (five), the route, a counter and a histogram.
 
-    .venv/bin/python -m benchmarks.profiling_middleware [--blocks 30] [--requests 20000]
+One process, ``tests.settings``, a request from ``RequestFactory``; blocks of ``--requests``
+calls alternate between the bare view and the view behind the middleware, timed with
+``time.thread_time_ns``; the figure is the median over blocks. A few µs are too small to
+resolve inside a whole request on a shared machine, so they are measured alone.
+
+    .venv/bin/python -m benchmarks.middleware_alone [--middleware profiling] [--blocks 30]
+        [--requests 20000]
 
 Not a test: nothing is asserted.
 """
@@ -20,6 +25,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,11 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--middleware", choices=("profiling", "metrics"), default="profiling")
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--requests", type=int, default=20000)
     args = parser.parse_args()
     requests: int = args.requests
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    if args.middleware == "metrics":  # before prometheus-client is imported
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")
     sys.path[:0] = [str(ROOT), str(ROOT / "example_project")]
     import django
 
@@ -43,7 +52,7 @@ def main() -> None:
     from django.test import RequestFactory
 
     from resee_perf._query_profile import add_cache_time
-    from resee_perf.middleware import QueryProfileMiddleware
+    from resee_perf.middleware import MetricsMiddleware, QueryProfileMiddleware
 
     response = HttpResponse(b"{}")
 
@@ -52,7 +61,8 @@ def main() -> None:
         add_cache_time(0.0001)  # today's reviews
         return response
 
-    profiled: Callable[[HttpRequest], Any] = QueryProfileMiddleware(view)
+    middleware = QueryProfileMiddleware if args.middleware == "profiling" else MetricsMiddleware
+    profiled: Callable[[HttpRequest], Any] = middleware(view)
     request = RequestFactory().get("/api/review/today/")
 
     def block(handler: Callable[[HttpRequest], Any]) -> float:
@@ -72,7 +82,7 @@ def main() -> None:
     print("| | µs per request (median of blocks) |")
     print("| --- | ---: |")
     print(f"| the view alone | {statistics.median(times['bare']):.2f} |")
-    print(f"| behind QueryProfileMiddleware | {statistics.median(times['profiled']):.2f} |")
+    print(f"| behind {middleware.__name__} | {statistics.median(times['profiled']):.2f} |")
     print(
         f"| added (median of per-block differences, range) | {statistics.median(added):.2f} "
         f"({min(added):.2f} to {max(added):.2f}) |"
