@@ -71,7 +71,9 @@ def category_saved(
     if batch is None:
         batch = _RenamedCategories(using)
         batch.ids.add(instance.pk)
-        transaction.on_commit(batch, using=using)  # at once outside a transaction
+        # At once outside a transaction. Robust: the write has committed, so a failing read
+        # of the authors is logged (django.db.backends.base) rather than turning it into a 500.
+        transaction.on_commit(batch, using=using, robust=True)
     else:
         batch.ids.add(instance.pk)
 
