@@ -46,12 +46,14 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DB = "bench_profiling"
+# RESEE_BENCH_DB: another name, for two people benchmarking on one PostgreSQL.
+DB = os.environ.get("RESEE_BENCH_DB", "bench_profiling")
 ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DUE = 24
 
 _SEED = f"""
 import datetime
+from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
@@ -68,7 +70,8 @@ for index in range({DUE}):
     ReviewSchedule.objects.create(user=user, content=content, next_review_date=yesterday)
 session = SessionStore()
 session[SESSION_KEY] = str(user.pk)
-session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+# The backend a login records: the first (resee.auth.CachedUserBackend, no query per request).
+session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
 session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.create()
 print(session.session_key)

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,11 @@ from tests.test_cache_redis_server import PrivateRedis, spare_port
 pytestmark = [pytest.mark.slow, pytest.mark.version_independent]
 
 SCRIPT = ROOT / "scripts" / "monitoring.sh"
+SCRAPE_INTERVAL = 1  # seconds, for Prometheus' scrapes and rule evaluations
+# Bounds, never the expected time: a loaded 2-core machine delays a scrape by seconds.
+SCRAPE_WAIT = 30 * SCRAPE_INTERVAL  # a scrape that started after a given moment
+EXPRESSIONS_WAIT = 90  # every expression answering (rate() over two scrapes, rules evaluated)
+ALERT_WAIT = 60  # the breaker alert pending: a scrape, then an evaluation
 PASSWORD = "monitoring-pw-1"
 CSRF = "k" * 32
 
@@ -75,6 +80,51 @@ class Prometheus:
         return {
             a["state"] for a in self._get("alerts")["alerts"] if a["labels"]["alertname"] == name
         }
+
+    def samples(self, metric: str, seconds: int) -> list[tuple[float, str]]:
+        """The raw samples of ``metric`` of the last ``seconds``: (scrape timestamp, value).
+        An instant query's timestamp is the query's own time, not the scrape's; a range
+        selector returns each scrape's sample with the time it was taken."""
+        return [
+            (float(timestamp), value)
+            for series in self.query(f"{metric}[{seconds}s]")
+            for timestamp, value in series["values"]
+        ]
+
+
+def scraped_after(prometheus: Prometheus, metric: str, moment: float) -> list[str]:
+    """The values of ``metric`` from scrapes that started after ``moment`` (a Unix time), once
+    there is one: a scrape that began before it may still have seen the old state, and one
+    that failed (a loaded machine, a 1 s timeout) leaves no sample, so wait for the next. At
+    most SCRAPE_WAIT scrape intervals."""
+    found: list[str] = []
+
+    def after() -> bool:
+        found[:] = [
+            value
+            for timestamp, value in prometheus.samples(metric, SCRAPE_WAIT * 2)
+            if timestamp > moment
+        ]
+        return bool(found)
+
+    wait_until(after, what=f"a scrape of {metric} after {moment}", seconds=SCRAPE_WAIT)
+    return found
+
+
+def wait_for_no_problems(check: Callable[[], list[str]], *, what: str, seconds: float) -> None:
+    """Until ``check`` finds nothing wrong; then, or at the deadline, fail with what it found.
+    rate() needs two samples, recording rules and alerts an evaluation after the scrape: how
+    many scrapes that takes depends on the machine, so poll rather than sleep."""
+    problems: list[str] = []
+
+    def clean() -> bool:
+        problems[:] = check()
+        return not problems
+
+    try:
+        wait_until(clean, what=what, seconds=seconds)
+    except AssertionError:
+        raise AssertionError(f"{what}: {problems}") from None
 
 
 def drive_load(base: str, cookie: str, category: int) -> None:
@@ -125,7 +175,7 @@ def test_the_stack_answers_every_expression_and_alerts_on_a_redis_outage(
         f"redis://127.0.0.1:{redis_server.port}/0",
         MONITORING_DIR=str(tmp_path / "stack"),
         APP_SETUP="0",
-        SCRAPE_INTERVAL="1s",
+        SCRAPE_INTERVAL=f"{SCRAPE_INTERVAL}s",
         # The example runs on this interpreter's environment (a tox env, say), not .venv.
         VENV=str(Path(sys.executable).parent.parent),
         REPLICA_DATABASE_URL=f"postgres://{r['USER']}@{r['HOST']}:{r['PORT']}/{r['NAME']}",
@@ -142,10 +192,14 @@ def test_the_stack_answers_every_expression_and_alerts_on_a_redis_outage(
             lambda: bool(prometheus.query('resee_perf_http_requests_total{status="4xx"} > 0')),
             what="a scrape after the load",
         )
-        time.sleep(3)  # a few more scrapes and rule evaluations: rate() needs two samples
-        check_every_expression(prometheus)
+        wait_for_no_problems(
+            lambda: every_expression_problems(prometheus),
+            what="every expression answering",
+            seconds=EXPRESSIONS_WAIT,
+        )
 
         redis_server.stop()
+        stopped_at = time.time()
         with ThreadPoolExecutor(6) as pool:
             statuses = list(
                 pool.map(lambda _: get(f"{base}/api/analytics/stats/", cookie), range(30))
@@ -156,13 +210,17 @@ def test_the_stack_answers_every_expression_and_alerts_on_a_redis_outage(
                 prometheus.alert_states("ReseePerfCacheBreakerOpen") & {"pending", "firing"}
             ),
             what="ReseePerfCacheBreakerOpen pending",
+            seconds=ALERT_WAIT,
         )
-        assert prometheus.query("redis_up == 0")
+        # The exporter asks Redis at each scrape: every scrape after the stop must say down.
+        assert set(scraped_after(prometheus, "redis_up", stopped_at)) == {"0"}
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, check=False, timeout=60)
 
 
-def check_every_expression(prometheus: Prometheus) -> None:
+def every_expression_problems(prometheus: Prometheus) -> list[str]:
+    """What is wrong with the rules and the dashboard against the live data; [] when every
+    metric they name is scraped, every query returns data and every rule evaluates."""
     recorded = set(recording_rules())
     expressions = list(recording_rules().values())
     expressions += [rule["expr"] for rule in alerting_rules()]
@@ -170,13 +228,18 @@ def check_every_expression(prometheus: Prometheus) -> None:
 
     names = {name for expr in expressions for name in metric_names(expr)} - recorded
     without_data = sorted(name for name in names if not prometheus.query(f'{{__name__="{name}"}}'))
-    assert not without_data, f"metrics named by an expression but not scraped: {without_data}"
+    if without_data:
+        return [f"metrics named by an expression but not scraped: {without_data}"]
 
     queries = [*recording_rules().values(), *(instantiate(e) for _, e in dashboard_targets())]
     empty = [expr for expr in queries if not prometheus.query(expr)]
-    assert not empty, f"expressions without data: {empty}"
+    if empty:
+        return [f"expressions without data: {empty}"]
 
     rules = prometheus.rules()
-    assert {rule["name"] for rule in rules} == recorded | {r["alert"] for r in alerting_rules()}
-    broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
-    assert not broken
+    names_loaded = {rule["name"] for rule in rules}
+    expected = recorded | {r["alert"] for r in alerting_rules()}
+    if names_loaded != expected:
+        return [f"rules loaded {sorted(names_loaded)}, expected {sorted(expected)}"]
+    broken = [rule for rule in rules if rule["health"] != "ok"]
+    return [f"{r['name']}: {r['health']} {r.get('lastError')}" for r in broken]

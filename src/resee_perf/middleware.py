@@ -186,10 +186,11 @@ class QueryProfileMiddleware(_SyncAndAsync):
         profile = profiling.start_request(request)
         if profile is None:
             return self.get_response(request)
+        token = profiling.enter(profile)
         try:
-            with profiling.activate(profile):
-                response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
+            response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
         finally:
+            profiling.leave(token)
             profiling.finish_request(profile, request)
         profiling.add_server_timing(profile, request, response)
         return response
@@ -199,10 +200,11 @@ class QueryProfileMiddleware(_SyncAndAsync):
         if profile is None:
             return await self.get_response(request)  # type: ignore[no-any-return,misc]
         profile.task = asyncio.current_task()
+        token = profiling.enter(profile)
         try:
-            with profiling.activate(profile):
-                response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         finally:
+            profiling.leave(token)
             profiling.finish_request(profile, request)
         profiling.add_server_timing(profile, request, response)
         return response

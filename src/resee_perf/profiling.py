@@ -20,9 +20,9 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextvars import Token
 from typing import Any, NamedTuple
 
-from django.core.signals import setting_changed
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject, empty
@@ -30,7 +30,7 @@ from django.utils.functional import LazyObject, empty
 from resee_perf import _query_profile, metrics
 from resee_perf._query_profile import QueryProfile, ShapeStats, SlowQuery
 from resee_perf._sql_shapes import is_explainable
-from resee_perf.conf import SETTING_NAME, conf
+from resee_perf.conf import Snapshot, conf, derived
 
 __all__ = [
     "NPlusOneDetected",
@@ -72,8 +72,7 @@ class TooManyQueries(AssertionError):
 # --- profiles -------------------------------------------------------------------------------
 
 
-def _allow_list() -> Callable[[ShapeStats], bool]:
-    patterns = conf.NPLUSONE_ALLOW
+def _allow_list(patterns: tuple[str, ...]) -> Callable[[ShapeStats], bool]:
     if not patterns:
         return _allow_nothing
 
@@ -104,34 +103,22 @@ class _Settings(NamedTuple):
     server_timing: str
 
 
-# Read on every request, where seven lookups through conf (a settings access and a validation
-# each) were most of the middleware's own cost. Read once, dropped whenever Django reports a
-# change of RESEE_PERF (override_settings, pytest-django's `settings`), as cache.py does.
-_settings: _Settings | None = None
+def _profiling_view(settings: Snapshot) -> _Settings:
+    slow_ms = settings.SLOW_QUERY_MS
+    return _Settings(
+        sample_rate=settings.PROFILE_SAMPLE_RATE,
+        threshold=settings.NPLUSONE_THRESHOLD,
+        raise_on_nplusone=settings.NPLUSONE_RAISE,
+        is_allowed=_allow_list(settings.NPLUSONE_ALLOW),
+        slow_seconds=None if slow_ms is None else slow_ms / 1000,
+        server_timing=settings.SERVER_TIMING,
+    )
 
 
 def _current_settings() -> _Settings:
-    global _settings
-    if _settings is None:
-        slow_ms = conf.SLOW_QUERY_MS
-        _settings = _Settings(
-            sample_rate=conf.PROFILE_SAMPLE_RATE,
-            threshold=conf.NPLUSONE_THRESHOLD,
-            raise_on_nplusone=conf.NPLUSONE_RAISE,
-            is_allowed=_allow_list(),
-            slow_seconds=None if slow_ms is None else slow_ms / 1000,
-            server_timing=conf.SERVER_TIMING,
-        )
-    return _settings
-
-
-def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    global _settings
-    if setting == SETTING_NAME:
-        _settings = None
-
-
-setting_changed.connect(_forget_settings)
+    """Read on every request: derived from conf's snapshot once (the allow-list compiled, the
+    threshold in seconds) and dropped with it when the settings change."""
+    return derived(_profiling_view)  # keyed by this module-level function: never a lambda
 
 
 def new_profile(
@@ -139,10 +126,13 @@ def new_profile(
     raise_on_nplusone: bool,
     slow: bool = False,
     context: dict[str, Any] | None = None,
+    settings: _Settings | None = None,
 ) -> QueryProfile:
-    """A profile under the current one (if any), with the thresholds of the settings."""
+    """A profile under the current one (if any), with the thresholds of the settings
+    (``settings``: those the caller has just read)."""
     _query_profile.install()
-    settings = _current_settings()
+    if settings is None:
+        settings = _current_settings()
     slow_seconds = settings.slow_seconds if slow else None
     return QueryProfile(
         threshold=settings.threshold,
@@ -161,13 +151,23 @@ def install() -> None:
     _query_profile.install()
 
 
+def enter(profile: QueryProfile) -> Token[QueryProfile | None]:
+    """Make ``profile`` the one the queries of this context are counted in, until
+    :func:`leave` with the token (the middleware's path: no context manager to build)."""
+    return _query_profile.current.set(profile)
+
+
+def leave(token: Token[QueryProfile | None]) -> None:
+    _query_profile.current.reset(token)
+
+
 @contextlib.contextmanager
 def activate(profile: QueryProfile) -> Iterator[QueryProfile]:
-    token = _query_profile.current.set(profile)
+    token = enter(profile)
     try:
         yield profile
     finally:
-        _query_profile.current.reset(token)
+        leave(token)
 
 
 @contextlib.contextmanager
@@ -235,7 +235,10 @@ def start_request(request: HttpRequest) -> QueryProfile | None:
     if rate < 1 and random.random() >= rate:
         return None
     return new_profile(
-        raise_on_nplusone=settings.raise_on_nplusone, slow=True, context={"request": request}
+        raise_on_nplusone=settings.raise_on_nplusone,
+        slow=True,
+        context={"request": request},
+        settings=settings,
     )
 
 
@@ -318,7 +321,10 @@ _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def shows_timing(request: HttpRequest) -> bool:
-    mode = _current_settings().server_timing
+    return _shows_timing(_current_settings().server_timing, request)
+
+
+def _shows_timing(mode: str, request: HttpRequest) -> bool:
     if mode == "all":
         return True
     if mode == "off":
@@ -357,7 +363,8 @@ def server_timing(profile: QueryProfile, total_seconds: float) -> str:
 def add_server_timing(
     profile: QueryProfile, request: HttpRequest, response: HttpResponseBase
 ) -> None:
-    if not shows_timing(request):
+    mode = _current_settings().server_timing
+    if mode == "off" or not _shows_timing(mode, request):
         return
     value = server_timing(profile, time.perf_counter() - profile.started)
     existing = response.headers.get("Server-Timing")

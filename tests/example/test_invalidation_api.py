@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.db import transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient, APIRequestFactory
@@ -18,6 +19,7 @@ from rest_framework.test import APIClient, APIRequestFactory
 from analytics.views import StatsView
 from content.models import Category, Content
 from content.views import ContentViewSet
+from resee_perf.profiling import forbid_nplusone, profile_queries
 from review import ladder
 from review.models import ReviewHistory, ReviewSchedule
 from review.views import TodayView
@@ -176,6 +178,54 @@ def test_renaming_a_category_invalidates_the_content_pages_of_its_authors(
     category.save()
 
     assert bumped(before) == {contents(user), edits(user)}
+
+
+def test_renaming_many_categories_finds_their_authors_in_one_query(
+    user: User, make_user: MakeUser, make_content: MakeContent
+) -> None:
+    """Saving a category used to ask for its authors at once, one query per category: an N+1
+    in any request that saves several. Now one query after the commit, for all of them."""
+    authors = [user, *(make_user(f"author{index}") for index in range(5))]
+    renamed = [Category.objects.create(name=f"c{index}", slug=f"c{index}") for index in range(6)]
+    for author, category in zip(authors, renamed, strict=True):
+        make_content(author, category=category)
+    untouched = make_user("untouched")
+    make_content(untouched, category=Category.objects.create(name="other", slug="other"))
+    before = all_tags(*authors, untouched)
+
+    with forbid_nplusone(), profile_queries() as profile, transaction.atomic():
+        for category in renamed:
+            category.name += " (renamed)"
+            category.save()
+
+    author_reads = [
+        stats for stats in profile.shapes.values() if 'FROM "content_content"' in stats.shape
+    ]
+    assert [stats.count for stats in author_reads] == [1]
+    assert profile.queries == len(renamed) + 1  # the six UPDATEs and the one read
+    assert bumped(before) == {
+        tag for author in authors for tag in (contents(author), edits(author))
+    }
+
+
+def test_a_rolled_back_rename_invalidates_nothing(
+    user: User, make_content: MakeContent, category: Category
+) -> None:
+    make_content(user, category=category)
+    before = all_tags(user)
+
+    def rename_then_fail() -> None:
+        with transaction.atomic():
+            category.name = "never"
+            category.save()
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        rename_then_fail()
+    with transaction.atomic():
+        Category.objects.create(name="new", slug="new")  # creating needs no read
+
+    assert bumped(before) == set()
 
 
 def test_another_users_writes_leave_this_users_tags_alone(
