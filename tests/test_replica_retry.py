@@ -170,6 +170,23 @@ def test_inside_a_transaction_the_error_propagates(fault_replica: FaultReplica) 
     connections[FAULT_ALIAS].close()
 
 
+def test_a_server_side_cursor_is_not_retried(fault_replica: FaultReplica) -> None:
+    """``QuerySet.iterator()`` declares a named cursor and fetches later, outside any execute
+    wrapper: its rows cannot be swapped for the primary's."""
+    Category.objects.create(name="Iterated", slug="iterated")
+    fault_replica.wait_caught_up()
+    before = retries()
+    with retry_settings():
+        assert raw_read(0, 1) == ("", True, 1)
+        rows = Category.objects.using(FAULT_ALIAS).extra(
+            select={"marker": f"'{MARKER}'", "slept": "pg_sleep(2)"}
+        )
+        with pytest.raises(OperationalError):
+            run_with_terminator(lambda: list(rows.iterator(chunk_size=10)))
+        assert retries() == before
+    connections[FAULT_ALIAS].close()
+
+
 def test_a_statement_error_propagates_and_the_replica_stays_up(
     fault_replica: FaultReplica,
 ) -> None:
