@@ -46,7 +46,7 @@ LAYERS = {
     **dict.fromkeys(["_replicas", "_query_profile", "_view_keys", "_request_metrics"], 2),
     **dict.fromkeys(["_databases", "_clients"], 1),
     # Stores.
-    **dict.fromkeys(["_generations", "_store", "_astore", "_query_deadline"], 2),
+    **dict.fromkeys(["_generations", "_store", "_astore", "_query_deadline", "_replica_retry"], 2),
     # What features share: read-after rules, the pending invalidations, the hit's settings.
     **dict.fromkeys(["_freshness", "_pending", "_cache_settings"], 3),
     # Features.

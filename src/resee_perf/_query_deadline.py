@@ -6,7 +6,9 @@ keepalives and ``tcp_user_timeout`` never fire, and ``statement_timeout`` is enf
 very server that no longer runs. With persistent connections every thread that had one open
 would hang with it. So each query on a replica alias registers a deadline with one watchdog
 thread; past it the watchdog shuts the connection's socket down (the blocked driver call then
-fails at once with ``OperationalError``), marks the replica down, and counts it.
+fails at once with ``OperationalError``), marks the replica down, and counts it. The same
+wrapper runs a read whose connection failed so again on the primary
+(:mod:`resee_perf._replica_retry`, ``REPLICA_RETRY_READS``).
 
 Covered: queries through Django's cursors on ``RESEE_PERF['REPLICAS']`` aliases (an execute
 wrapper installed on each of their connections, bound ``REPLICA_QUERY_TIMEOUT``), and Django's
@@ -39,7 +41,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
-from resee_perf import _replicas
+from resee_perf import _replica_retry, _replicas
 from resee_perf.conf import SETTING_NAME, conf
 from resee_perf.metrics import report_replica_query_timeout
 
@@ -51,6 +53,7 @@ class _Settings:
     replicas: frozenset[str]
     query_timeout: float | None
     check_timeout: float
+    retry_reads: bool
 
 
 _settings: _Settings | None = None
@@ -66,6 +69,7 @@ def _current() -> _Settings:
             replicas=frozenset(conf.REPLICAS),
             query_timeout=None if timeout is None else float(timeout),
             check_timeout=conf.REPLICA_CHECK_TIMEOUT,
+            retry_reads=conf.REPLICA_RETRY_READS,
         )
     return current
 
@@ -234,9 +238,17 @@ class QueryDeadline:
         current = _current()
         seconds = current.query_timeout
         # Installed for good: the alias may have left REPLICAS since (override_settings).
-        if seconds is None or self.slot.alias not in current.replicas:
+        if self.slot.alias not in current.replicas:
             return execute(sql, params, many, context)
-        return self.run(context["connection"], seconds, execute, sql, params, many, context)
+        try:
+            if seconds is None:
+                return execute(sql, params, many, context)
+            return self.run(context["connection"], seconds, execute, sql, params, many, context)
+        except DatabaseError as error:
+            if not current.retry_reads or not _replica_retry.retryable(error, sql, many, context):
+                raise
+            # Should the primary fail too, its error names the replica's as its context.
+            return _replica_retry.run_on_primary(sql, params, context)
 
     def run(
         self, connection: BaseDatabaseWrapper, seconds: float, call: Callable[..., Any], *args: Any

@@ -256,6 +256,18 @@ OPTIONS: dict[str, Option] = {
             "[routing](../routing.md#a-query-on-an-open-connection-to-a-hung-replica)."
         ),
     ),
+    # Appended (replica-retry): a read whose replica connection died runs again on the primary.
+    "REPLICA_RETRY_READS": Option(
+        default=True,
+        validate=boolean,
+        expected="True or False",
+        doc=(
+            "Run a read again on the primary when its connection to a replica fails while it "
+            "runs (killed, restarted, or hung past `REPLICA_QUERY_TIMEOUT`), outside a "
+            "transaction; the replica is marked down. `False`: the read fails with "
+            "`OperationalError`. See [routing](../routing.md#a-connection-dying-mid-request)."
+        ),
+    ),
     # The exporter (resee_perf.urls) and the request metrics (docs/observability.md).
     "METRICS_ALLOWED_NETWORKS": Option(
         default=["127.0.0.0/8", "::1/128"],

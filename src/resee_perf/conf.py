@@ -78,6 +78,7 @@ class Snapshot:
     REPLICA_CHECK_TIMEOUT: float
     REPLICA_MAX_LAG_SECONDS: float
     REPLICA_QUERY_TIMEOUT: float | None
+    REPLICA_RETRY_READS: bool
     REPLICA_RETRY_SECONDS: float
     REPLICA_WEIGHTS: Mapping[str, Any]
     """As given; :func:`resee_perf._replicas.routing_settings` validates the weights."""
@@ -304,6 +305,10 @@ class Settings:
     @property
     def REPLICA_QUERY_TIMEOUT(self) -> float | None:
         return snapshot().REPLICA_QUERY_TIMEOUT
+
+    @property
+    def REPLICA_RETRY_READS(self) -> bool:
+        return snapshot().REPLICA_RETRY_READS
 
     @property
     def METRICS_ALLOWED_NETWORKS(self) -> list[str]:

@@ -232,6 +232,21 @@ def report_replica_query_timeout(alias: str) -> None:
         REPLICA_QUERY_TIMEOUTS.labels(alias).inc()
 
 
+# Appended (replica-retry): reads whose replica connection died under them, run on the primary.
+REPLICA_READ_RETRIES = counter(
+    "resee_perf_replica_read_retries",
+    "Reads whose connection to a replica failed while they ran (the replica killed, restarted "
+    "or hung past REPLICA_QUERY_TIMEOUT) outside a transaction: each marked the replica down "
+    "and ran again on the primary, without an error for the caller.",
+    ["alias"],
+)
+
+
+def report_replica_read_retry(alias: str) -> None:
+    if snapshot().METRICS_ENABLED:
+        REPLICA_READ_RETRIES.labels(alias).inc()
+
+
 # -- HTTP and database RED metrics (resee_perf.middleware.MetricsMiddleware) -------------------
 # Labels are bounded by the code, never by the traffic: the route is the URL pattern
 # ("api/contents/<int:pk>/"), the method one of a fixed set, the status a class ("2xx").
