@@ -5,7 +5,8 @@ newcomer needs no service. Environment:
 
 - ``DATABASE_URL``: the primary database (default: SQLite ``example_project/db.sqlite3``).
 - ``REPLICA_DATABASE_URL``: optional; adds a ``replica`` database alias and
-  ``StickyReplicaRouter``, which sends reads to it (docs/routing.md).
+  ``StickyReplicaRouter``, which sends reads to it (docs/routing.md). Several URLs,
+  comma-separated, add ``replica``, ``replica_2``, ... with equal weights (docs/scaling.md).
 - ``RESEE_PERF_JSON``: optional; a JSON object of further ``RESEE_PERF`` keys, applied last
   (the fault suite, tests/faults/, shortens timers this way).
 - ``REDIS_URL``: optional; makes the ``default`` cache django-redis at that URL, and puts
@@ -135,8 +136,13 @@ def _recommended(
 
 
 DATABASES["default"] = _recommended(DATABASES["default"])
-if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
-    DATABASES["replica"] = {
+# One alias per URL: "replica", then "replica_2", "replica_3", ... (docs/scaling.md).
+_REPLICA_URLS = [
+    url.strip() for url in os.environ.get("REPLICA_DATABASE_URL", "").split(",") if url.strip()
+]
+REPLICA_ALIASES = ["replica", *(f"replica_{n}" for n in range(2, len(_REPLICA_URLS) + 1))]
+for _alias, _replica_url in zip(REPLICA_ALIASES, _REPLICA_URLS, strict=False):
+    DATABASES[_alias] = {
         # A request routed to a hung replica gives up after 2 s and reads from the primary
         # (resee_perf.W024); libpq's default is to wait forever.
         # A slow query ends on the server after 5 s; REPLICA_QUERY_TIMEOUT (below) ends one the
@@ -151,6 +157,7 @@ if _replica_url := os.environ.get("REPLICA_DATABASE_URL"):
         # The replica holds the primary's data, so tests must not create a database for it.
         "TEST": {"MIRROR": "default"},
     }
+del REPLICA_ALIASES[len(_REPLICA_URLS) :]
 
 CACHES: dict[str, dict[str, Any]]
 if _redis_url := os.environ.get("REDIS_URL"):
@@ -250,10 +257,10 @@ if os.environ.get("RESEE_METRICS_ENABLED"):
 
 # With a replica: reads on it, writes on the primary, and each client reads its own writes
 # (docs/routing.md). The middleware goes above SessionMiddleware to see a login's session save.
-if "replica" in DATABASES:
+if REPLICA_ALIASES:
     DATABASE_ROUTERS = ["resee_perf.routers.StickyReplicaRouter"]
     MIDDLEWARE.insert(1, "resee_perf.middleware.StickyReadsMiddleware")
-    RESEE_PERF["REPLICAS"] = ["replica"]
+    RESEE_PERF["REPLICAS"] = list(REPLICA_ALIASES)
     # Just above the replica's statement_timeout: only a hung replica reaches it.
     RESEE_PERF["REPLICA_QUERY_TIMEOUT"] = 6
 

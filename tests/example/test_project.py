@@ -73,6 +73,30 @@ def test_services_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.RESEE_PERF["CACHE_ENABLED"] is False
 
 
+def test_several_replica_urls_make_several_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(
+        monkeypatch,
+        DATABASE_URL="postgres://app@db:5432/resee",
+        REPLICA_DATABASE_URL="postgres://app@r1:5432/resee, postgres://app@r2:5432/resee,",
+    )
+    assert [settings.DATABASES[alias]["HOST"] for alias in ("replica", "replica_2")] == [
+        "r1",
+        "r2",
+    ]
+    assert list(settings.DATABASES) == ["default", "replica", "replica_2"]
+    assert settings.RESEE_PERF["REPLICAS"] == ["replica", "replica_2"]
+    assert settings.DATABASE_ROUTERS == ["resee_perf.routers.StickyReplicaRouter"]
+    assert settings.DATABASES["replica_2"]["TEST"] == {"MIRROR": "default"}
+
+
+def test_no_replica_url_no_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(monkeypatch, DATABASE_URL="postgres://app@db:5432/resee")
+    assert list(settings.DATABASES) == ["default"]
+    assert "REPLICAS" not in settings.RESEE_PERF
+    assert not getattr(settings, "DATABASE_ROUTERS", [])
+    assert settings.REPLICA_ALIASES == []
+
+
 def test_debug_only_when_asked_and_only_then_a_development_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
