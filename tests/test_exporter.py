@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,74 @@ def test_pool_gauges_from_a_real_native_pool(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         pooled.close()
         pooled.close_pool()
+
+
+# -- metrics never fail a request ------------------------------------------------------------------
+
+_DURATION = "resee_perf_http_request_duration_seconds"
+
+
+@pytest.fixture
+def no_latency_histogram_yet(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The process as it starts: the latency histogram is made at the first request (its
+    buckets are a setting). The one made so far is set aside and put back afterwards."""
+    collectors = REGISTRY._names_to_collectors  # prometheus-client's name index
+    old = collectors.get(_DURATION)
+    if old is not None:
+        REGISTRY.unregister(old)
+    children = dict(metrics._http_children)
+    metrics._http_children.clear()
+    monkeypatch.setattr(metrics, "_http_duration", None)
+    yield
+    new = collectors.get(_DURATION)
+    if new is not None:
+        REGISTRY.unregister(new)
+    if old is not None:
+        REGISTRY.register(old)
+    metrics._http_children.clear()
+    metrics._http_children.update(children)
+
+
+def test_threads_meeting_their_first_request_at_once_make_one_histogram(
+    no_latency_histogram_yet: None,
+) -> None:
+    """Seen in CI: two gthread workers' first requests both created the histogram, and the
+    second registration (DuplicateTimeseries) turned a response into a 500."""
+    threads = 16
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def first_request() -> None:
+        barrier.wait()
+        try:
+            metrics.report_http("race/", "GET", 200, 0.001)
+        except BaseException as error:
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        workers = [threading.Thread(target=first_request) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert value(f"{_DURATION}_count", route="race/", method="GET") == threads
+
+
+def test_a_failing_metric_is_logged_and_the_response_still_served(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any) -> None:
+        raise ValueError("the registry is broken")
+
+    monkeypatch.setattr(metrics, "report_http", broken)
+    response = Client().get("/fails/")
+    assert response.status_code == 503  # the view's own answer, not a 500 of ours
+    assert any(
+        record.name == "resee_perf.metrics" and "/fails/" in record.getMessage()
+        for record in caplog.records
+    )

@@ -4,6 +4,7 @@ method, status and time, and its queries per database alias (through Django's
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,6 +14,8 @@ from django.http import HttpRequest, HttpResponseBase
 
 from resee_perf import metrics
 from resee_perf.conf import conf
+
+logger = logging.getLogger("resee_perf.metrics")
 
 # Anything else (WebDAV verbs, garbage) is one label value: the method is client-controlled.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -74,10 +77,14 @@ class RequestMeasure:
     def finish(self, request: HttpRequest, response: HttpResponseBase) -> None:
         seconds = time.perf_counter() - self.start
         self.abandon()
-        metrics.report_http(route(request), method(request), response.status_code, seconds)
-        for alias, count in self.tally.counts.items():
-            metrics.report_request_queries(alias, count, self.tally.seconds[alias])
-        report_pools(self.tally.counts)
+        try:
+            metrics.report_http(route(request), method(request), response.status_code, seconds)
+            for alias, count in self.tally.counts.items():
+                metrics.report_request_queries(alias, count, self.tally.seconds[alias])
+            report_pools(self.tally.counts)
+        except Exception:
+            # Monitoring must never fail the request it measures: the response is ready.
+            logger.exception("could not record the metrics of %s %s", request.method, request.path)
 
 
 def start() -> RequestMeasure | None:

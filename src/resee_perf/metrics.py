@@ -13,6 +13,8 @@ base units); docs/metrics.md lists them and a test keeps the two in step.
 
 from __future__ import annotations
 
+import threading
+
 # DEFINED is re-exported: the docs test and the exporter read it here.
 from resee_perf._metric_types import DEFINED as DEFINED
 from resee_perf._metric_types import (
@@ -288,6 +290,9 @@ DB_POOL_CONNECTIONS = gauge(
 # The histogram's buckets come from a setting (METRICS_LATENCY_BUCKETS), which must not be
 # read at import time: created at the first request, then process-wide like every metric.
 _http_duration: HistogramMetric | None = None
+# Worker threads meet their first request at once: two creating it would register the same
+# name twice (DuplicateTimeseries), failing a request.
+_http_duration_lock = threading.Lock()
 _http_children: dict[tuple[str, str, str], tuple[CounterMetric, HistogramMetric]] = {}
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -295,10 +300,12 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 def _http_duration_histogram() -> HistogramMetric:
     global _http_duration
     if _http_duration is None:
-        buckets = snapshot().METRICS_LATENCY_BUCKETS
-        _http_duration = histogram(
-            _HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets
-        )
+        with _http_duration_lock:
+            if _http_duration is None:
+                buckets = snapshot().METRICS_LATENCY_BUCKETS
+                _http_duration = histogram(
+                    _HTTP_DURATION_NAME, _HTTP_DURATION_DOC, ["route", "method"], buckets
+                )
     return _http_duration
 
 
