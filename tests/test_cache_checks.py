@@ -102,7 +102,9 @@ def test_w012_a_brace_in_a_cluster_key_prefix(
 ) -> None:
     settings.CACHES = {**settings.CACHES, "cluster": {**CLUSTER, "KEY_PREFIX": cache_prefix}}
     settings.RESEE_PERF = {**settings.RESEE_PERF, "KEY_PREFIX": resee_prefix}
-    [warning] = check_cluster_key_prefix()
+    # Only the "cluster" alias: on the cluster topology (RESEE_TEST_REDIS=cluster) the default
+    # cache is one too, and a brace in RESEE_PERF's prefix concerns it as well.
+    [warning] = [m for m in check_cluster_key_prefix() if "CACHES['cluster']" in m.msg]
     assert warning.id == "resee_perf.W012"
     assert named in warning.msg
     assert "one slot" in warning.msg

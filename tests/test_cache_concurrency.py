@@ -27,11 +27,14 @@ BODY_SECONDS = 0.2
 
 
 def raw_redis() -> redis.Redis:
-    # The server that holds the default cache's keys: REDIS_URL's, or the Sentinel primary.
-    from django_redis import get_redis_connection
+    """Where the tests count runs and clean up: the server of the default cache (REDIS_URL's,
+    or the Sentinel primary); on a cluster, which has no one server, REDIS_URL's."""
+    from django.core.cache import caches
 
-    client: redis.Redis = get_redis_connection("default")
-    return client
+    django_redis_client = getattr(caches["default"], "client", None)
+    if hasattr(django_redis_client, "get_client"):
+        return django_redis_client.get_client(write=True)  # type: ignore[union-attr,no-any-return]
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/1"))
 
 
 @cache_aside("stampede:{runs_key}", ttl=60)
