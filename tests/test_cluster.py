@@ -40,7 +40,8 @@ def primaries(cache: Any) -> list[redis.Redis]:
 
 
 def commands(nodes: list[redis.Redis]) -> list[dict[str, int]]:
-    """Calls per command on each node since the last CONFIG RESETSTAT."""
+    """Calls per command on each node since the last CONFIG RESETSTAT, but the replicas' own
+    (REPLCONF ACK every second) and this helper's."""
     found = []
     for node in nodes:
         stats = node.info("commandstats")
@@ -48,7 +49,12 @@ def commands(nodes: list[redis.Redis]) -> list[dict[str, int]]:
             {
                 name.removeprefix("cmdstat_"): int(value["calls"])
                 for name, value in stats.items()
-                if name not in {"cmdstat_info", "cmdstat_config|resetstat"}
+                if name
+                not in {
+                    "cmdstat_info",
+                    "cmdstat_config|resetstat",
+                    "cmdstat_replconf",
+                }
             }
         )
     return found
