@@ -1,13 +1,15 @@
 """resee_perf.cluster and the cluster store, on the test cluster of scripts/redis_cluster.sh
 (3 primaries + 3 replicas on 7000-7005; RESEE_TEST_CLUSTER_URL): the backend's multi-key
 commands across slots, the key layout (one slot per script, tags spread), and what a hit and
-an invalidation cost in commands per node."""
+an invalidation cost in commands per node (seen with MONITOR, kept to each test's key prefix)."""
 
 from __future__ import annotations
 
 import os
+import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,35 +36,45 @@ def cluster(settings: Any) -> Iterator[Any]:
         yield caches["cluster"]
 
 
+def cluster_prefix() -> str:
+    from resee_perf.conf import conf
+
+    return str(conf.KEY_PREFIX)
+
+
 def primaries(cache: Any) -> list[redis.Redis]:
     client = cache._cache.get_client()
     return [redis.Redis(host=n.host, port=n.port) for n in client.get_primaries()]
 
 
-def commands(nodes: list[redis.Redis]) -> list[dict[str, int]]:
-    """Calls per command on each node since the last CONFIG RESETSTAT, but the replicas' own
-    (REPLCONF ACK every second) and this helper's."""
-    found = []
-    for node in nodes:
-        stats = node.info("commandstats")
-        found.append(
-            {
-                name.removeprefix("cmdstat_"): int(value["calls"])
-                for name, value in stats.items()
-                if name
-                not in {
-                    "cmdstat_info",
-                    "cmdstat_config|resetstat",
-                    "cmdstat_replconf",
-                }
-            }
-        )
-    return found
+def monitored(nodes: list[redis.Redis], action: Callable[[], object]) -> list[tuple[int, str]]:
+    """(node index, command) of what clients sent to ``nodes`` while ``action`` ran (MONITOR;
+    not what scripts ran inside), whoever sent it: callers keep their test's key prefix, so
+    a replica's REPLCONF or another thread's traffic cannot make a count flaky."""
+    marker = f"end-{uuid.uuid4().hex}"
+    seen: list[tuple[int, str]] = []
+    monitors = [node.monitor() for node in nodes]  # type: ignore[no-untyped-call]
+    for monitor in monitors:
+        monitor.__enter__()  # MONITOR is on once this returns
 
+    def collect(index: int, monitor: Any) -> None:
+        while marker not in (command := monitor.next_command())["command"]:
+            if command["client_type"] != "lua":
+                seen.append((index, command["command"]))
 
-def reset(nodes: list[redis.Redis]) -> None:
-    for node in nodes:
-        node.config_resetstat()
+    threads = [threading.Thread(target=collect, args=pair) for pair in enumerate(monitors)]
+    for thread in threads:
+        thread.start()
+    try:
+        action()
+    finally:
+        for node in nodes:
+            node.echo(marker)
+        for thread in threads:
+            thread.join(10)
+        for monitor in monitors:
+            monitor.__exit__()
+    return seen
 
 
 def test_multi_key_commands_span_slots_and_clear_empties_every_primary(cluster: Any) -> None:
@@ -113,21 +125,24 @@ def test_a_hit_is_one_mget_per_node_touched_and_one_without_tags(cluster: Any) -
         return pk
 
     nodes = primaries(cluster)
+    prefix = cluster_prefix()
     for pk in range(30):
         untagged(pk)
         tagged(pk)
+
+    def hit(function: Callable[[int], int], pk: int) -> list[tuple[int, str]]:
+        sent = monitored(nodes, lambda: function(pk))
+        return [
+            (node, command.split(" ", 1)[0].upper()) for node, command in sent if prefix in command
+        ]
+
     for pk in range(30):
-        reset(nodes)
-        assert untagged(pk) == pk
-        per_node = [found for found in commands(nodes) if found]
-        assert per_node == [{"mget": 1}], per_node
-        reset(nodes)
-        assert tagged(pk) == pk
-        per_node = [found for found in commands(nodes) if found]
+        assert [name for _, name in hit(untagged, pk)] == ["MGET"]
+        sent = hit(tagged, pk)
         # One pipelined read per node; at most one MGET per slot (the entry's and each tag's).
-        assert 1 <= len(per_node) <= 3
-        assert all(set(found) == {"mget"} for found in per_node), per_node
-        assert sum(found["mget"] for found in per_node) <= 3
+        assert {name for _, name in sent} == {"MGET"}, sent
+        assert len(sent) <= 3
+        assert 1 <= len({node for node, _ in sent}) <= 3
 
 
 def test_invalidating_a_tag_is_one_script_call_per_tag_and_no_scan(cluster: Any) -> None:
@@ -137,12 +152,17 @@ def test_invalidating_a_tag_is_one_script_call_per_tag_and_no_scan(cluster: Any)
 
     for pk in range(200):
         item(pk)
-    nodes = primaries(cluster)
-    reset(nodes)
-    invalidate_tags("inv:1", "inv:2")
-    calls = [found for found in commands(nodes) if found]
-    assert sum(found.get("eval", 0) for found in calls) == 2
-    assert not any({"scan", "keys", "flushdb"} & set(found) for found in calls)
+    prefix = cluster_prefix()
+    sent = [c for _, c in monitored(primaries(cluster), lambda: invalidate_tags("inv:1", "inv:2"))]
+    ours = [command for command in sent if prefix in command]
+    bumps = [command for command in ours if f"{prefix}:t:" in command]
+    # One script per tag, given that tag's generation key alone: numkeys 1, then the key.
+    assert len(bumps) == 2, ours
+    assert all(command.startswith("EVAL") for command in bumps), bumps
+    given = [re.search(rf" 1 \S*{prefix}:t:(inv:\d) ", command) for command in bumps]
+    assert sorted(match.group(1) for match in given if match) == ["inv:1", "inv:2"], bumps
+    names = {command.split(" ", 1)[0].strip('"').upper() for command in sent}
+    assert not names & {"SCAN", "KEYS", "FLUSHDB", "FLUSHALL"}, names
 
 
 def test_a_lock_left_by_a_timed_out_call_is_released_at_the_next_read(cluster: Any) -> None:
