@@ -66,7 +66,7 @@ ME, PING = "/api/me/", "/api/ping/"
 READS = (TODAY, STATS, CONTENT)
 VIEWS = {
     TODAY: "review.views.TodayView.due_on",
-    STATS: "analytics.views.StatsView.get",
+    STATS: "analytics.views.StatsView.for_day",
     CONTENT: "content.views.ContentViewSet.list",
 }
 PROMISED = {

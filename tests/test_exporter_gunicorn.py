@@ -16,7 +16,7 @@ from tests.test_cache_redis_server import PrivateRedis
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 N = 60
-STATS = "analytics.views.StatsView.get"
+STATS = "analytics.views.StatsView.for_day"
 ROUTE = "api/analytics/stats/"
 
 

@@ -84,6 +84,26 @@ def test_todays_reviews_cached_at_2359_are_not_served_at_0001_and_still_follow_w
     assert [item["id"] for item in after["results"]] == [overdue.pk]
 
 
+def test_stats_cached_at_2359_are_not_served_at_0001(
+    api: APIClient,
+    user: User,
+    set_now: SetNow,
+    django_assert_num_queries: DjangoAssertNumQueries,
+) -> None:
+    zone = timezone.get_current_timezone()
+    set_now(datetime.datetime(2026, 12, 3, 23, 59, tzinfo=zone))
+    evening = api.get("/api/analytics/stats/").json()
+    assert evening["daily"][-1]["date"] == "2026-12-03"
+    with django_assert_num_queries(0):
+        assert api.get("/api/analytics/stats/").json() == evening
+
+    # The last 30 days end today: no write announces midnight, but the day is in the key.
+    set_now(datetime.datetime(2026, 12, 4, 0, 1, tzinfo=zone))
+    morning = api.get("/api/analytics/stats/").json()
+    assert morning["daily"][-1]["date"] == "2026-12-04"
+    assert morning["daily"][-2] == evening["daily"][-1]
+
+
 def test_stats_are_cached_per_user_until_a_review(
     api: APIClient,
     user: User,

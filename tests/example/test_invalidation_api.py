@@ -261,7 +261,7 @@ def entry(cached: Any, **arguments: Any) -> bytes | None:
     return value
 
 
-TODAY, STATS = "review.views.TodayView.due_on", "analytics.views.StatsView.get"
+TODAY, STATS = "review.views.TodayView.due_on", "analytics.views.StatsView.for_day"
 
 
 def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_cached(
@@ -282,7 +282,7 @@ def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_ca
     assert pages["mine"][1]["total_reviews"] == 0
     their_entries = (
         entry(TodayView.due_on, user_id=other_user.pk, day=timezone.localdate()),
-        entry(StatsView.get, user_id=other_user.pk),
+        entry(StatsView.for_day, user_id=other_user.pk, day=timezone.localdate()),
     )
     assert None not in their_entries
 
@@ -301,7 +301,7 @@ def test_after_completing_a_review_today_and_stats_reflect_it_and_others_stay_ca
     assert (hits(TODAY), hits(STATS)) == (hits_before[0] + 1, hits_before[1] + 1)
     assert (
         entry(TodayView.due_on, user_id=other_user.pk, day=timezone.localdate()),
-        entry(StatsView.get, user_id=other_user.pk),
+        entry(StatsView.for_day, user_id=other_user.pk, day=timezone.localdate()),
     ) == their_entries
 
 
