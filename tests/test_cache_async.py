@@ -128,17 +128,26 @@ def test_a_hung_redis_does_not_stall_the_event_loop(
         lag, results = await worst_lag(calls)
         return baseline, lag, results, time.perf_counter() - started
 
-    server.pause()
-    try:
-        baseline, lag, results, elapsed = asyncio.run(main())
-    finally:
-        server.resume()
-    assert results == [x * 2 for x in range(CALLS)]  # fail-open: the function ran
-    assert counted(name, "error") - errors == CALLS  # each call did wait on the hung server
-    assert elapsed >= SOCKET_TIMEOUT
-    # The sync client stalled this heartbeat by 660 ms (docs/benchmarks.md); the bound is loose
-    # for a loaded machine, and relative to the same heartbeat with nothing to do.
-    assert lag - baseline < 0.1, (lag, baseline)
+    # The sync client stalled this heartbeat by 660 ms (docs/benchmarks.md), every time; the
+    # bound is relative to the same heartbeat with nothing to do. A loaded CI machine once
+    # measured 174 ms (the loop's own work for 40 failures, or the process descheduled): an
+    # excess is measured once more, and a loop that really blocks fails both rounds.
+    excesses = []
+    for _ in range(2):
+        before = counted(name, "error")
+        server.pause()
+        try:
+            baseline, lag, results, elapsed = asyncio.run(main())
+        finally:
+            server.resume()
+        assert results == [x * 2 for x in range(CALLS)]  # fail-open: the function ran
+        assert counted(name, "error") - before == CALLS  # each call did wait on the hung server
+        assert elapsed >= SOCKET_TIMEOUT
+        excesses.append(lag - baseline)
+        if excesses[-1] < 0.1:
+            break
+    assert min(excesses) < 0.1, excesses
+    assert counted(name, "error") - errors >= CALLS
 
 
 def test_an_async_hit_is_one_redis_command(server: PrivateRedis) -> None:
